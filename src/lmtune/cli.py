@@ -1,0 +1,152 @@
+"""The `lmtune` command: verbs map to functions in the modules below; no logic of its own."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from importlib import resources
+from pathlib import Path
+
+# Nothing is ever downloaded at run time.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+from lmtune.errors import LmtuneError  # noqa: E402
+
+HEADLINE = ["accuracy", "precision_macro", "recall_macro", "f1_macro"]
+
+
+def format_table(results: dict[str, dict]) -> str:
+    lines = [f"{'model':<8}" + "".join(f"{m:>17}" for m in HEADLINE)]
+    lines += [f"{name:<8}" + "".join(f"{r[m]:>17.4f}" for m in HEADLINE) for name, r in results.items()]
+    return "\n".join(lines)
+
+
+def cmd_train(args) -> int:
+    from lmtune.config import load_config
+
+    config = load_config(args.config, args.set)
+    return _train(config, resume=args.resume, overwrite=args.overwrite)
+
+
+def _train(config, *, resume: bool, overwrite: bool) -> int:
+    from lmtune.runs import final_dir, open_run
+    from lmtune.tasks import recipe
+
+    task = recipe(config.task)
+    prepared = task.prepare(config)
+    with open_run(config, resume=resume, overwrite=overwrite) as run_dir:
+        metrics = task.train(config, prepared, run_dir, resume=resume)
+    print("\nTest split (" + str(metrics["rows"]["test"]) + " rows):")
+    print(format_table(metrics["test"]))
+    print(f"\nrun directory: {final_dir(config)}\nreport: {final_dir(config) / 'report.html'}")
+    return 0
+
+
+def cmd_quickstart(args) -> int:
+    from lmtune.config import load_config
+
+    with resources.as_file(resources.files("lmtune") / "quickstart.yaml") as path:
+        config = load_config(path, args.set)
+    return _train(config, resume=False, overwrite=True)
+
+
+def _task_of(run_dir: Path):
+    from lmtune.runs import MARKER, check_run_dir
+    from lmtune.tasks import recipe
+
+    check_run_dir(run_dir)
+    return recipe(json.loads((run_dir / MARKER).read_text())["task"])
+
+
+def cmd_eval(args) -> int:
+    run_dir = Path(args.run_dir)
+    task = _task_of(run_dir)
+    metrics = task.evaluate(run_dir, args.data, args.text_column, args.label_column)
+    print(format_table({"tuned": metrics}))
+    if args.output:
+        Path(args.output).write_text(json.dumps(metrics, indent=2))
+    return 0
+
+
+def cmd_predict(args) -> int:
+    run_dir = Path(args.run_dir)
+    task = _task_of(run_dir)
+    texts = list(args.texts)
+    if args.file:
+        path = Path(args.file)
+        if not path.is_file():
+            raise LmtuneError(f"--file: '{path}' does not exist")
+        texts += [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    if not texts:
+        raise LmtuneError("predict: give texts as arguments or --file FILE (one text per line)")
+    for result in task.predict(run_dir, texts):
+        if args.json:
+            print(json.dumps(result, ensure_ascii=False))
+        else:
+            print(f"{result['label']}\t{result['score']:.3f}\t{result['text']}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="lmtune",
+        description="Fine-tune language models end to end, offline: data → method → training → evaluation → report.",
+    )
+    verbs = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
+    overrides = {
+        "action": "append",
+        "default": [],
+        "metavar": "KEY=VALUE",
+        "help": "override a config key, e.g. training.learning_rate=3e-5",
+    }
+
+    train = verbs.add_parser("train", help="fine-tune as a YAML run config says")
+    train.add_argument("config", help="run config (YAML)")
+    train.add_argument("--set", **overrides)
+    train.add_argument(
+        "--resume", action="store_true", help="continue an interrupted run from its last checkpoint"
+    )
+    train.add_argument("--overwrite", action="store_true", help="replace an existing run of the same name")
+    train.set_defaults(func=cmd_train)
+
+    evaluate = verbs.add_parser("eval", help="score a finished run on its test split or on --data FILE")
+    evaluate.add_argument("run_dir")
+    evaluate.add_argument("--data", help="labelled file (CSV/TSV/JSON/JSONL); default: the run's test split")
+    evaluate.add_argument("--text-column")
+    evaluate.add_argument("--label-column")
+    evaluate.add_argument("--output", help="also write the metrics to this JSON file")
+    evaluate.set_defaults(func=cmd_eval)
+
+    predict = verbs.add_parser("predict", help="label texts with a finished run's model")
+    predict.add_argument("run_dir")
+    predict.add_argument("texts", nargs="*", metavar="TEXT")
+    predict.add_argument("--file", help="one text per line")
+    predict.add_argument(
+        "--json", action="store_true", help="one JSON object per text, with all class scores"
+    )
+    predict.set_defaults(func=cmd_predict)
+
+    quickstart = verbs.add_parser(
+        "quickstart", help="fine-tune bundled MiniLM on bundled drug reviews (CPU, minutes)"
+    )
+    quickstart.add_argument("--set", **overrides)
+    quickstart.set_defaults(func=cmd_quickstart)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except LmtuneError as error:
+        print(f"lmtune: error: {error}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

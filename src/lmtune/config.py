@@ -1,0 +1,241 @@
+"""The run config: one YAML file = one run, validated by pydantic; every key has a CPU-friendly default.
+
+Errors come out as one line per problem: the dotted key, the value given and what is allowed.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from lmtune.errors import LmtuneError
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class ModelConfig(Section):
+    name: str = Field(
+        "bundled:minilm", description="bundled:<name>, a local HF directory, or a cached hub id"
+    )
+    max_length: int = Field(256, ge=8, le=8192, description="tokens per example; longer ones are truncated")
+    dropout: float | None = Field(None, ge=0.0, lt=1.0, description="override the model's dropout rates")
+    attn_implementation: Literal["auto", "eager", "sdpa"] = Field(
+        "auto", description="auto: eager on CPU (faster backward for short texts, measured), sdpa on GPU"
+    )
+
+
+class SplitConfig(Section):
+    validation: float = Field(0.1, ge=0.0, lt=1.0, description="fraction held out for validation")
+    test: float = Field(0.2, ge=0.0, lt=1.0, description="fraction held out for test (when no test file)")
+    seed: int = 42
+
+    @model_validator(mode="after")
+    def _fractions_leave_training_rows(self) -> SplitConfig:
+        if self.validation + self.test >= 1.0:
+            raise ValueError(
+                f"split.validation + split.test = {self.validation + self.test:g} leaves no training rows; "
+                "must be < 1"
+            )
+        return self
+
+
+class DataConfig(Section):
+    train: str = Field("bundled:drug-reviews", description="bundled:<name> or a CSV/TSV/JSON/JSONL file")
+    validation: str | None = None
+    test: str | None = None
+    text_column: str | None = Field(None, description="default: the bundled dataset's, else 'text'")
+    label_column: str | None = Field(None, description="default: the bundled dataset's, else 'label'")
+    separator: str | None = Field(None, description="column separator; default from the file suffix")
+    quoting: Literal["auto", "csv", "none"] = Field(
+        "auto", description="auto: csv quoting for .csv, none for .tsv (GLUE style)"
+    )
+    encoding: str | None = Field(None, description="default utf-8 (bundled datasets set their own)")
+    max_train_rows: int | None = Field(None, ge=1, description="stratified subsample of the training split")
+    split: SplitConfig = SplitConfig()
+
+
+class FreezeConfig(Section):
+    trainable_layers: int = Field(
+        2, ge=0, description="top transformer layers left trainable (plus the head)"
+    )
+
+
+class LoraConfig(Section):
+    r: int = Field(8, ge=1, description="LoRA rank")
+    alpha: float = Field(16.0, gt=0)
+    dropout: float = Field(0.1, ge=0.0, lt=1.0)
+    target_modules: list[str] | Literal["all-linear"] = Field(
+        "all-linear", description="module names to adapt, or all-linear"
+    )
+
+
+class MethodConfig(Section):
+    name: str = Field("full", description="a method from the registry: full, freeze, lora")
+    freeze: FreezeConfig = FreezeConfig()
+    lora: LoraConfig = LoraConfig()
+
+    @field_validator("name")
+    @classmethod
+    def _known_method(cls, value: str) -> str:
+        from lmtune.models.methods import METHODS
+
+        if value not in METHODS:
+            raise ValueError(f"unknown method '{value}'; allowed: {', '.join(METHODS)}")
+        return value
+
+
+class EarlyStoppingConfig(Section):
+    patience: int | None = Field(3, ge=1, description="evaluations without improvement; null disables")
+    threshold: float = Field(0.0, ge=0.0)
+
+
+class TrainingConfig(Section):
+    epochs: float = Field(3.0, gt=0)
+    max_steps: int | None = Field(None, ge=1, description="overrides epochs when set")
+    batch_size: int = Field(16, ge=1)
+    eval_batch_size: int = Field(64, ge=1)
+    gradient_accumulation: int = Field(1, ge=1)
+    learning_rate: float = Field(5e-5, gt=0, lt=1)
+    weight_decay: float = Field(0.01, ge=0)
+    warmup_ratio: float = Field(0.1, ge=0, lt=1)
+    scheduler: Literal["linear", "cosine", "constant", "step"] = "linear"
+    step_size: int = Field(100, ge=1, description="scheduler=step: optimizer steps between decays")
+    step_gamma: float = Field(0.5, gt=0, le=1, description="scheduler=step: decay factor")
+    max_grad_norm: float = Field(1.0, gt=0)
+    seed: int = 42
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
+        "auto",
+        description="auto: bf16 autocast where the hardware has it (AMX/AVX512-BF16 CPUs, recent GPUs)",
+    )
+    group_by_length: bool = Field(True, description="batch texts of similar length to cut padding")
+    eval_every: int | None = Field(None, ge=1, description="evaluate every N steps; null = once per epoch")
+    logging_steps: int = Field(10, ge=1)
+    save_total_limit: int = Field(2, ge=1, description="checkpoints kept (the best is always kept)")
+    early_stopping: EarlyStoppingConfig = EarlyStoppingConfig()
+
+
+METRICS = ["accuracy", "f1_macro", "precision_macro", "recall_macro", "loss"]
+
+
+class EvaluationConfig(Section):
+    metric: Literal["accuracy", "f1_macro", "precision_macro", "recall_macro", "loss"] = Field(
+        "f1_macro", description="validation metric for early stopping and the best checkpoint"
+    )
+    baselines: list[Literal["base", "probe"]] = Field(
+        ["base", "probe"], description="untuned base model and a linear probe on its frozen embeddings"
+    )
+
+
+class OutputConfig(Section):
+    dir: str = Field("runs", description="parent folder of run directories")
+    name: str | None = Field(None, description="run directory name; default: the config file's stem")
+
+
+class RunConfig(Section):
+    task: str = Field("classify", description="a recipe from the task registry")
+    model: ModelConfig = ModelConfig()
+    data: DataConfig = DataConfig()
+    method: MethodConfig = MethodConfig()
+    training: TrainingConfig = TrainingConfig()
+    evaluation: EvaluationConfig = EvaluationConfig()
+    output: OutputConfig = OutputConfig()
+
+    @field_validator("task")
+    @classmethod
+    def _known_task(cls, value: str) -> str:
+        from lmtune.tasks import TASKS
+
+        if value not in TASKS:
+            raise ValueError(f"unknown task '{value}'; allowed: {', '.join(TASKS)}")
+        return value
+
+
+# ----------------------------------------------------------------------------------- loading
+
+
+def _describe(error: dict[str, Any], source: str) -> str:
+    key = ".".join(str(part) for part in error["loc"]) or "(top level)"
+    value = error.get("input")
+    kind = error["type"]
+    message = error["msg"].removeprefix("Value error, ")
+    if kind == "extra_forbidden":
+        return f"{source}: unknown key '{key}'"
+    if kind == "missing":
+        return f"{source}: missing key '{key}'"
+    return f"{source}: {key} = {value!r}: {message}"
+
+
+def parse_value(text: str) -> Any:
+    """`--set` values are YAML scalars: 3e-5, true, null, [a, b]."""
+    value = yaml.safe_load(text) if text != "" else ""
+    # YAML 1.1 reads "3e-5" as a string; accept it as the float a user means.
+    if isinstance(value, str):
+        try:
+            return float(value) if any(c in value for c in "eE.") else value
+        except ValueError:
+            return value
+    return value
+
+
+def apply_overrides(raw: dict, overrides: list[str]) -> dict:
+    """Apply `key.sub=value` overrides to the raw config mapping."""
+    for item in overrides:
+        if "=" not in item:
+            raise LmtuneError(f"--set {item!r}: expected key=value, e.g. training.learning_rate=3e-5")
+        key, text = item.split("=", 1)
+        node = raw
+        parts = key.strip().split(".")
+        for part in parts[:-1]:
+            child = node.setdefault(part, {})
+            if not isinstance(child, dict):
+                raise LmtuneError(f"--set {key}: '{part}' is a value, not a section")
+            node = child
+        node[parts[-1]] = parse_value(text)
+    return raw
+
+
+def validate(raw: Any, source: str) -> RunConfig:
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise LmtuneError(
+            f"{source}: expected a mapping of sections (model, data, …), got {type(raw).__name__}"
+        )
+    try:
+        return RunConfig.model_validate(raw)
+    except ValidationError as exc:
+        lines = [_describe(error, source) for error in exc.errors()]
+        raise LmtuneError("; ".join(lines)) from None
+
+
+def load_config(path: str | Path | None, overrides: list[str] | None = None) -> RunConfig:
+    """Read a YAML run config (or the defaults when path is None), apply overrides, validate."""
+    raw: Any = {}
+    source = "defaults"
+    if path is not None:
+        path = Path(path)
+        source = str(path)
+        if not path.is_file():
+            raise LmtuneError(f"config file '{path}' does not exist")
+        try:
+            raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            where = f"{path}:{mark.line + 1}" if mark else str(path)
+            raise LmtuneError(f"{where}: not valid YAML ({getattr(exc, 'problem', exc)})") from None
+        except UnicodeDecodeError:
+            raise LmtuneError(f"{path}: not UTF-8 text") from None
+    raw = apply_overrides(raw or {}, overrides or [])
+    config = validate(raw, source)
+    if config.output.name is None:
+        config.output.name = Path(path).stem if path is not None else "quickstart"
+    return config
+
+
+def dump_config(config: RunConfig) -> str:
+    return yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False)

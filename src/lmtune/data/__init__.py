@@ -1,0 +1,1 @@
+"""Data: reading labelled files (load.py) and splitting them (split.py)."""

@@ -1,0 +1,1 @@
+"""Evaluation: metrics (metrics.py) and the self-contained HTML report (report.py)."""

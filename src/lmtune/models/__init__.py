@@ -1,0 +1,1 @@
+"""Models: loading by task (load.py) and the registry of adaptation methods (methods.py)."""

@@ -1,0 +1,87 @@
+"""The run directory's life: built under `<name>.partial`, renamed into place only when complete.
+
+A failed or interrupted run therefore never touches an earlier run of the same name; an
+interrupted one keeps its checkpoints in the partial directory for `--resume`.
+"""
+
+from __future__ import annotations
+
+import shutil
+from contextlib import contextmanager
+from pathlib import Path
+
+from lmtune.config import RunConfig
+from lmtune.errors import LmtuneError
+
+PARTIAL = ".partial"
+MARKER = "lmtune_run.json"
+
+
+def final_dir(config: RunConfig) -> Path:
+    return Path(config.output.dir) / config.output.name
+
+
+def partial_dir(config: RunConfig) -> Path:
+    final = final_dir(config)
+    return final.with_name(final.name + PARTIAL)
+
+
+def _has_checkpoint(path: Path) -> bool:
+    return any((path / "checkpoints").glob("checkpoint-*"))
+
+
+@contextmanager
+def open_run(config: RunConfig, *, resume: bool = False, overwrite: bool = False):
+    """Yield the partial directory to work in; publish it as the final run directory on success."""
+    final, partial = final_dir(config), partial_dir(config)
+    if final.exists() and not overwrite and not resume:
+        raise LmtuneError(
+            f"run directory '{final}' exists; pass --overwrite to replace it or set output.name"
+        )
+    if resume:
+        if not partial.is_dir() or not _has_checkpoint(partial):
+            raise LmtuneError(f"--resume: no interrupted run with checkpoints at '{partial}'")
+    elif partial.exists():
+        if not overwrite:
+            raise LmtuneError(
+                f"an interrupted run exists at '{partial}'; pass --resume to continue it or --overwrite to start again"
+            )
+        shutil.rmtree(partial)
+    partial.mkdir(parents=True, exist_ok=True)
+    try:
+        yield partial
+    except KeyboardInterrupt:
+        if _has_checkpoint(partial):
+            raise LmtuneError(
+                f"interrupted; checkpoints kept in '{partial}'; continue with: lmtune train CONFIG --resume"
+            ) from None
+        shutil.rmtree(partial, ignore_errors=True)
+        raise LmtuneError("interrupted before the first checkpoint; nothing was kept") from None
+    except BaseException:
+        if not _has_checkpoint(partial):
+            shutil.rmtree(partial, ignore_errors=True)
+        raise
+    _publish(partial, final)
+
+
+def _publish(partial: Path, final: Path) -> None:
+    """Swap the finished run into place; an older run of the same name is removed only afterwards."""
+    old = None
+    if final.exists():
+        old = final.with_name(final.name + ".old")
+        if old.exists():
+            shutil.rmtree(old)
+        final.rename(old)
+    partial.rename(final)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def check_run_dir(path: str | Path) -> Path:
+    """A finished run directory, or one clear error."""
+    path = Path(path)
+    if not path.is_dir():
+        raise LmtuneError(f"run directory '{path}' does not exist")
+    if not (path / MARKER).is_file() or not (path / "model").is_dir():
+        raise LmtuneError(f"'{path}' is not a finished lmtune run directory (no {MARKER} or model/)")
+    return path

@@ -1,0 +1,404 @@
+"""Text classification for any encoder AutoModelForSequenceClassification supports.
+
+Baselines on the same test split: the untuned base (pre-trained body, fresh seeded head) and a
+linear probe (logistic regression on the frozen body's mean-pooled embeddings): the honest
+"existing model" a fine-tune must beat.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from datasets import Dataset
+from sklearn.linear_model import LogisticRegression
+from tqdm.auto import tqdm
+from transformers import DataCollatorWithPadding, set_seed
+
+from lmtune import assets
+from lmtune.config import RunConfig, dump_config
+from lmtune.data.load import Rows, read_labelled
+from lmtune.data.split import split_off, subsample
+from lmtune.errors import LmtuneError
+from lmtune.evaluate.metrics import classification_metrics, headline
+from lmtune.evaluate.report import write_report
+from lmtune.models.load import device, load_classifier, load_tokenizer
+from lmtune.models.methods import apply_method, count_parameters
+from lmtune.runs import MARKER
+from lmtune.train import build_trainer, fit, resolve_precision
+
+
+@dataclass
+class Prepared:
+    """Everything a run needs, read and validated before any run directory is created."""
+
+    model_path: Path | str
+    tokenizer: object
+    labels: list[str]
+    train: Rows
+    validation: Rows
+    test: Rows
+    read_options: dict
+
+
+# ------------------------------------------------------------------------------------ data
+
+
+def read_options(config: RunConfig) -> tuple[dict, str | None]:
+    """Column names and file options: explicit config keys win over a bundled dataset's own."""
+    d = config.data
+    options = {"text_column": "text", "label_column": "label", "encoding": "utf-8", "separator": None}
+    bundled_test = None
+    if d.train.startswith(assets.PREFIX):
+        files = assets.resolve_dataset(d.train)
+        options.update(
+            text_column=files.text_column,
+            label_column=files.label_column,
+            encoding=files.encoding,
+            **files.options,
+        )
+        options["train"] = str(files.train)
+        bundled_test = str(files.test) if files.test else None
+    else:
+        options["train"] = d.train
+    for key in ("text_column", "label_column", "encoding", "separator"):
+        if getattr(d, key) is not None:
+            options[key] = getattr(d, key)
+    if d.quoting != "auto" or "quoting" not in options:
+        options["quoting"] = d.quoting
+    return options, bundled_test
+
+
+def _read(path: str, options: dict) -> Rows:
+    return read_labelled(
+        path,
+        options["text_column"],
+        options["label_column"],
+        encoding=options["encoding"],
+        separator=options["separator"],
+        quoting=options["quoting"],
+    )
+
+
+def prepare(config: RunConfig) -> Prepared:
+    d = config.data
+    options, bundled_test = read_options(config)
+    train = _read(options["train"], options)
+    test_path = d.test or bundled_test
+    test = _read(test_path, options) if test_path else None
+    validation = _read(d.validation, options) if d.validation else None
+    seed = d.split.seed
+    if test is None:
+        train, test = split_off(train, d.split.test, seed, "test")
+    if validation is None:
+        train, validation = split_off(train, d.split.validation, seed, "validation")
+    if d.max_train_rows:
+        train = subsample(train, d.max_train_rows, seed)
+    labels = sorted(set(train.labels))
+    if len(labels) < 2:
+        raise LmtuneError(
+            f"{options['train']}: column '{options['label_column']}' has one class ({labels[0]!r}); need ≥ 2"
+        )
+    known = set(labels)
+    for split in (validation, test):
+        for label, where in zip(split.labels, split.where, strict=True):
+            if label not in known:
+                raise LmtuneError(
+                    f"{where}: label {label!r} never occurs in the training split; training labels: {', '.join(labels)}"
+                )
+    if len(test) == 0:
+        raise LmtuneError("data: the test split is empty; set data.test or data.split.test > 0")
+    model_path = assets.resolve_model(config.model.name)
+    tokenizer = load_tokenizer(model_path)
+    return Prepared(model_path, tokenizer, labels, train, validation, test, options)
+
+
+def tokenized(
+    rows: Rows, tokenizer, max_length: int, label2id: dict[str, int], *, by_length: bool = False
+) -> Dataset:
+    """Token ids, labels and lengths; evaluation sets are sorted by length to cut padding."""
+    encoded = tokenizer(rows.texts, truncation=True, max_length=max_length)
+    data = {
+        "input_ids": encoded["input_ids"],
+        "attention_mask": encoded["attention_mask"],
+        "labels": [label2id[label] for label in rows.labels],
+        "length": [len(ids) for ids in encoded["input_ids"]],
+    }
+    if "token_type_ids" in encoded:
+        data["token_type_ids"] = encoded["token_type_ids"]
+    dataset = Dataset.from_dict(data)
+    return dataset.sort("length") if by_length else dataset
+
+
+# ------------------------------------------------------------------------------- inference
+
+
+@torch.inference_mode()
+def forward_batches(
+    model, tokenizer, texts: list[str], *, max_length: int, batch_size: int, precision: str, step, desc: str
+):
+    """Run `step(model, batch)` over texts in length-sorted batches; outputs come back in input order."""
+    model.eval()
+    model.to(device())
+    order = np.argsort([len(t) for t in texts], kind="stable")
+    outputs: list[np.ndarray] = [None] * len(texts)  # type: ignore[list-item]
+    autocast = torch.autocast(device().type, dtype=torch.bfloat16, enabled=precision == "bf16")
+    with tqdm(total=len(texts), desc=desc, unit="ex", leave=False) as bar, autocast:
+        for start in range(0, len(texts), batch_size):
+            index = order[start : start + batch_size]
+            batch = tokenizer(
+                [texts[i] for i in index],
+                truncation=True,
+                max_length=max_length,
+                padding=True,
+                return_tensors="pt",
+            ).to(device())
+            result = step(model, batch).float().cpu().numpy()
+            for i, row in zip(index, result, strict=True):
+                outputs[i] = row
+            bar.update(len(index))
+    return np.stack(outputs)
+
+
+def _logits(model, batch):
+    return model(**batch).logits
+
+
+def _mean_pooled(model, batch):
+    body = model.get_base_model() if hasattr(model, "get_base_model") else model
+    hidden = getattr(body, body.base_model_prefix)(**batch).last_hidden_state
+    mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
+    return (hidden * mask).sum(1) / mask.sum(1).clamp(min=1)
+
+
+def _infer(config: RunConfig, model, tokenizer, texts, step, desc, precision=None):
+    return forward_batches(
+        model,
+        tokenizer,
+        texts,
+        max_length=config.model.max_length,
+        batch_size=config.training.eval_batch_size,
+        precision=precision or resolve_precision(config.training.precision),
+        step=step,
+        desc=desc,
+    )
+
+
+def linear_probe(config: RunConfig, model, prepared: Prepared, label2id: dict[str, int]) -> dict:
+    """Logistic regression on the frozen body's mean-pooled embeddings, scored on the test split."""
+    train_x = _infer(
+        config, model, prepared.tokenizer, prepared.train.texts, _mean_pooled, "probe: embed train"
+    )
+    test_x = _infer(config, model, prepared.tokenizer, prepared.test.texts, _mean_pooled, "probe: embed test")
+    probe = LogisticRegression(max_iter=2000, random_state=config.training.seed)
+    probe.fit(train_x, [label2id[label] for label in prepared.train.labels])
+    return classification_metrics(
+        [label2id[label] for label in prepared.test.labels], probe.predict(test_x), prepared.labels
+    )
+
+
+def score(config: RunConfig, model, tokenizer, rows: Rows, labels: list[str], desc: str) -> dict:
+    label2id = {label: i for i, label in enumerate(labels)}
+    logits = _infer(config, model, tokenizer, rows.texts, _logits, desc)
+    return classification_metrics([label2id[label] for label in rows.labels], logits.argmax(-1), labels)
+
+
+def _compute_metrics(labels: list[str]):
+    def compute(eval_pred) -> dict:
+        logits, label_ids = eval_pred.predictions, eval_pred.label_ids
+        if isinstance(logits, tuple):
+            logits = logits[0]
+        return headline(classification_metrics(label_ids, np.argmax(logits, -1), labels))
+
+    return compute
+
+
+# --------------------------------------------------------------------------------- training
+
+
+def _save_splits(prepared: Prepared, folder: Path) -> None:
+    folder.mkdir(exist_ok=True)
+    for name in ("train", "validation", "test"):
+        rows: Rows = getattr(prepared, name)
+        with open(folder / f"{name}.jsonl", "w", encoding="utf-8") as out:
+            for text, label in zip(rows.texts, rows.labels, strict=True):
+                out.write(json.dumps({"text": text, "label": label}, ensure_ascii=False) + "\n")
+
+
+def train(config: RunConfig, prepared: Prepared, run_dir: Path, resume: bool = False) -> dict:
+    """Baselines, fine-tune, test, save model + metrics + report into run_dir; return metrics."""
+    (run_dir / "config.yaml").write_text(dump_config(config))
+    _save_splits(prepared, run_dir / "data")
+    labels = prepared.labels
+    label2id = {label: i for i, label in enumerate(labels)}
+    tokenizer = prepared.tokenizer
+    set_seed(config.training.seed)
+    model = load_classifier(
+        prepared.model_path,
+        labels,
+        attn_implementation=config.model.attn_implementation,
+        dropout=config.model.dropout,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    results: dict[str, dict] = {}
+    if "base" in config.evaluation.baselines:
+        results["base"] = score(config, model, tokenizer, prepared.test, labels, "base: test")
+    if "probe" in config.evaluation.baselines:
+        results["probe"] = linear_probe(config, model, prepared, label2id)
+
+    set_seed(config.training.seed)
+    model = apply_method(model, config.method)
+    trainable, total = count_parameters(model)
+    print(
+        f"method {config.method.name}: {trainable:,} of {total:,} parameters trainable ({100 * trainable / total:.2f}%)"
+    )
+    max_length = config.model.max_length
+    trainer = build_trainer(
+        config,
+        run_dir,
+        model=model,
+        tokenizer=tokenizer,
+        train_dataset=tokenized(prepared.train, tokenizer, max_length, label2id),
+        eval_dataset=tokenized(prepared.validation, tokenizer, max_length, label2id, by_length=True)
+        if len(prepared.validation)
+        else None,
+        collator=DataCollatorWithPadding(tokenizer),
+        compute_metrics=_compute_metrics(labels),
+    )
+    history = fit(trainer, run_dir, resume)
+    model = trainer.model
+    results["tuned"] = score(config, model, tokenizer, prepared.test, labels, "tuned: test")
+
+    _save_model(config, model, tokenizer, labels, run_dir / "model")
+    runtime = next((h for h in reversed(history) if "train_runtime" in h), {})
+    metrics = {
+        "test": results,
+        "best_validation": trainer.state.best_metric,
+        "best_checkpoint": Path(trainer.state.best_model_checkpoint).name
+        if trainer.state.best_model_checkpoint
+        else None,
+        "steps": trainer.state.global_step,
+        "train_runtime_s": runtime.get("train_runtime"),
+        "train_samples_per_second": runtime.get("train_samples_per_second"),
+        "parameters": {"trainable": trainable, "total": total},
+        "rows": {name: len(getattr(prepared, name)) for name in ("train", "validation", "test")},
+        "labels": labels,
+    }
+    (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    _prune_checkpoints(run_dir / "checkpoints", metrics["best_checkpoint"])
+    write_report(
+        run_dir / "report.html",
+        title=f"lmtune run: {config.output.name}",
+        results=results,
+        labels=labels,
+        history=history,
+        metric=config.evaluation.metric,
+        facts={
+            "task": "classify",
+            "model": config.model.name,
+            "method": f"{config.method.name} ({trainable:,} / {total:,} trainable)",
+            "rows (train / validation / test)": " / ".join(str(v) for v in metrics["rows"].values()),
+            "steps": metrics["steps"],
+            "precision": resolve_precision(config.training.precision),
+            "train samples/s": f"{metrics['train_samples_per_second'] or 0:.1f}",
+        },
+        config_text=dump_config(config),
+    )
+    (run_dir / MARKER).write_text(json.dumps({"task": "classify", "name": config.output.name}))
+    return metrics
+
+
+def _prune_checkpoints(folder: Path, keep: str | None) -> None:
+    """After a finished run only the best checkpoint is worth its disk (model/ holds the same weights)."""
+    if not folder.is_dir():
+        return
+    for checkpoint in folder.glob("checkpoint-*"):
+        if checkpoint.name != keep:
+            shutil.rmtree(checkpoint, ignore_errors=True)
+
+
+def _save_model(config: RunConfig, model, tokenizer, labels: list[str], folder: Path) -> None:
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    (folder / "labels.json").write_text(json.dumps(labels, ensure_ascii=False))
+    (folder / "lmtune_model.json").write_text(
+        json.dumps(
+            {
+                "task": "classify",
+                "base_model": config.model.name,
+                "method": config.method.name,
+                "adapter": config.method.name == "lora",
+                "max_length": config.model.max_length,
+                "attn_implementation": config.model.attn_implementation,
+            },
+            indent=2,
+        )
+    )
+
+
+# --------------------------------------------------------------------------- using a run
+
+
+def load_run(run_dir: Path):
+    """(config, model, tokenizer, labels) of a finished run, from its directory alone."""
+    from lmtune.config import load_config
+
+    config = load_config(run_dir / "config.yaml")
+    folder = run_dir / "model"
+    info = json.loads((folder / "lmtune_model.json").read_text())
+    labels = json.loads((folder / "labels.json").read_text())
+    tokenizer = load_tokenizer(folder)
+    if info["adapter"]:
+        from peft import PeftModel
+
+        base = load_classifier(
+            assets.resolve_model(info["base_model"]),
+            labels,
+            attn_implementation=info["attn_implementation"],
+            pad_token_id=tokenizer.pad_token_id,
+        )
+        model = PeftModel.from_pretrained(base, str(folder))
+    else:
+        model = load_classifier(folder, labels, attn_implementation=info["attn_implementation"])
+    return config, model, tokenizer, labels
+
+
+def evaluate(
+    run_dir: Path, data: str | None = None, text_column: str | None = None, label_column: str | None = None
+) -> dict:
+    """Score a finished run on its own test split, or on any labelled file."""
+    config, model, tokenizer, labels = load_run(run_dir)
+    if data is None:
+        rows = read_labelled(run_dir / "data" / "test.jsonl", "text", "label")
+    else:
+        options, _ = read_options(config)
+        options["text_column"] = text_column or options["text_column"]
+        options["label_column"] = label_column or options["label_column"]
+        rows = _read(data, options)
+    known = set(labels)
+    for label, where in zip(rows.labels, rows.where, strict=True):
+        if label not in known:
+            raise LmtuneError(
+                f"{where}: label {label!r} is unknown to this model; its labels: {', '.join(labels)}"
+            )
+    return score(config, model, tokenizer, rows, labels, "eval")
+
+
+def predict(run_dir: Path, texts: list[str]) -> list[dict]:
+    """Label and class probabilities for each text."""
+    config, model, tokenizer, labels = load_run(run_dir)
+    logits = _infer(config, model, tokenizer, texts, _logits, "predict")
+    probs = torch.softmax(torch.from_numpy(logits), -1).numpy()
+    return [
+        {
+            "text": text,
+            "label": labels[int(p.argmax())],
+            "score": float(p.max()),
+            "scores": dict(zip(labels, map(float, p), strict=True)),
+        }
+        for text, p in zip(texts, probs, strict=True)
+    ]

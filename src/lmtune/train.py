@@ -1,0 +1,157 @@
+"""Build transformers' Trainer from the run config and a recipe's pieces; train, checkpoint, resume.
+
+lmtune's speed comes from choices made here and in models/load.py, not from doing less work:
+bf16 autocast where the hardware has it (AMX/AVX512-BF16 CPUs, recent GPUs), eager attention on
+CPU, the fused AdamW kernel, length-grouped batches with dynamic padding, and length-sorted
+evaluation batches.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import torch
+from torch.optim.lr_scheduler import LambdaLR
+from torch.utils.tensorboard import SummaryWriter
+from transformers import EarlyStoppingCallback, Trainer, TrainingArguments
+from transformers.integrations import TensorBoardCallback
+from transformers.trainer_utils import get_last_checkpoint
+
+from lmtune.config import RunConfig
+from lmtune.errors import LmtuneError
+
+
+def resolve_precision(requested: str) -> str:
+    """auto → bf16 where it is fast (CUDA with bf16, CPUs with AMX or AVX512-BF16), else fp32."""
+    if requested == "fp16" and not torch.cuda.is_available():
+        raise LmtuneError("training.precision = 'fp16' needs a CUDA GPU; allowed on CPU: auto, fp32, bf16")
+    if requested != "auto":
+        return requested
+    if torch.cuda.is_available():
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+    cpu = torch.cpu
+    has_bf16 = (
+        getattr(cpu, "_is_amx_tile_supported", lambda: False)()
+        or getattr(cpu, "_is_avx512_bf16_supported", lambda: False)()
+    )
+    return "bf16" if has_bf16 else "fp32"
+
+
+class StepScheduleTrainer(Trainer):
+    """Trainer plus one schedule it lacks: linear warmup, then multiply the LR by gamma every N steps."""
+
+    def __init__(self, *args, step_schedule: tuple[int, float] | None = None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._step_schedule = step_schedule
+
+    def create_scheduler(self, num_training_steps: int, optimizer=None):
+        if self._step_schedule is None:
+            return super().create_scheduler(num_training_steps, optimizer)
+        step_size, gamma = self._step_schedule
+        warmup = self.args.get_warmup_steps(num_training_steps)
+
+        def factor(step: int) -> float:
+            if step < warmup:
+                return (step + 1) / max(1, warmup)
+            return gamma ** ((step - warmup) // step_size)
+
+        if self.lr_scheduler is None:
+            self.lr_scheduler = LambdaLR(optimizer or self.optimizer, factor)
+        return self.lr_scheduler
+
+
+def training_arguments(
+    config: RunConfig, run_dir: Path, has_validation: bool, n_train: int
+) -> TrainingArguments:
+    t = config.training
+    precision = resolve_precision(t.precision)
+    steps_per_epoch = max(1, math.ceil(n_train / (t.batch_size * t.gradient_accumulation)))
+    eval_steps = t.eval_every or steps_per_epoch
+    strategy = "steps" if has_validation else "no"
+    metric = config.evaluation.metric
+    return TrainingArguments(
+        output_dir=str(run_dir / "checkpoints"),
+        num_train_epochs=t.epochs,
+        max_steps=t.max_steps or -1,
+        per_device_train_batch_size=t.batch_size,
+        per_device_eval_batch_size=t.eval_batch_size,
+        gradient_accumulation_steps=t.gradient_accumulation,
+        learning_rate=t.learning_rate,
+        weight_decay=t.weight_decay,
+        warmup_steps=t.warmup_ratio,  # a float < 1 is a ratio of the total steps in transformers 5
+        lr_scheduler_type="constant_with_warmup" if t.scheduler in ("constant", "step") else t.scheduler,
+        max_grad_norm=t.max_grad_norm,
+        optim="adamw_torch_fused",
+        seed=t.seed,
+        data_seed=t.seed,
+        bf16=precision == "bf16",
+        fp16=precision == "fp16",
+        use_cpu=not torch.cuda.is_available(),
+        train_sampling_strategy="group_by_length" if t.group_by_length else "random",
+        length_column_name="length",
+        eval_strategy=strategy,
+        eval_steps=eval_steps,
+        save_strategy="steps" if has_validation else "epoch",
+        save_steps=eval_steps,
+        save_total_limit=t.save_total_limit,
+        load_best_model_at_end=has_validation,
+        metric_for_best_model=f"eval_{metric}" if has_validation else None,
+        greater_is_better=metric != "loss",
+        logging_steps=t.logging_steps,
+        logging_first_step=True,
+        report_to="none",
+        dataloader_num_workers=0,
+        disable_tqdm=False,
+    )
+
+
+def build_trainer(
+    config: RunConfig,
+    run_dir: Path,
+    *,
+    model,
+    tokenizer,
+    train_dataset,
+    eval_dataset,
+    collator,
+    compute_metrics,
+) -> Trainer:
+    has_validation = eval_dataset is not None and len(eval_dataset) > 0
+    args = training_arguments(config, run_dir, has_validation, len(train_dataset))
+    callbacks = [TensorBoardCallback(tb_writer=SummaryWriter(log_dir=str(run_dir / "tb")))]
+    stopping = config.training.early_stopping
+    if has_validation and stopping.patience:
+        callbacks.append(
+            EarlyStoppingCallback(
+                early_stopping_patience=stopping.patience, early_stopping_threshold=stopping.threshold
+            )
+        )
+    t = config.training
+    return StepScheduleTrainer(
+        model=model,
+        args=args,
+        train_dataset=train_dataset,
+        eval_dataset=eval_dataset if has_validation else None,
+        data_collator=collator,
+        processing_class=tokenizer,
+        compute_metrics=compute_metrics if has_validation else None,
+        callbacks=callbacks,
+        step_schedule=(t.step_size, t.step_gamma) if t.scheduler == "step" else None,
+    )
+
+
+def fit(trainer: Trainer, run_dir: Path, resume: bool) -> list[dict]:
+    """Train (from the last checkpoint when resuming) and return the logged history."""
+    checkpoint = None
+    if resume:
+        checkpoint = (
+            get_last_checkpoint(str(run_dir / "checkpoints")) if (run_dir / "checkpoints").is_dir() else None
+        )
+        if checkpoint is None:
+            raise LmtuneError(f"--resume: no checkpoint in {run_dir / 'checkpoints'}; start without --resume")
+    trainer.train(resume_from_checkpoint=checkpoint)
+    history = trainer.state.log_history
+    (run_dir / "history.json").write_text(json.dumps(history, indent=1))
+    return history
