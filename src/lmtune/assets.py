@@ -107,6 +107,7 @@ def gguf_to_hf(gguf_path: Path, name: str) -> Path:
         (tmp / "lmtune_source.json").write_text(
             json.dumps({"source": str(gguf_path), "fingerprint": fingerprint})
         )
+        tmp.chmod(0o755)  # mkdtemp makes it private; the cache is shared like any model directory
         if target.exists():
             shutil.rmtree(target)
         tmp.rename(target)
@@ -173,6 +174,7 @@ def _extract_zip(archive: Path, name: str) -> Path:
         with zipfile.ZipFile(archive) as zf:
             zf.extractall(tmp)
         (tmp / ".complete").write_text(_fingerprint(archive))
+        tmp.chmod(0o755)  # mkdtemp makes it private; the cache is shared like any model directory
         if target.exists():
             shutil.rmtree(target)
         tmp.rename(target)

@@ -6,6 +6,7 @@ interrupted one keeps its checkpoints in the partial directory for `--resume`.
 
 from __future__ import annotations
 
+import json
 import shutil
 from contextlib import contextmanager
 from pathlib import Path
@@ -26,8 +27,27 @@ def partial_dir(config: RunConfig) -> Path:
     return final.with_name(final.name + PARTIAL)
 
 
+def last_complete_checkpoint(run_dir: Path) -> Path | None:
+    """The newest checkpoint whose trainer_state.json (the Trainer writes it last) parses.
+
+    A run killed while saving leaves a half-written checkpoint; it is removed so that resuming
+    starts from the last whole one.
+    """
+    folder = run_dir / "checkpoints"
+    candidates = sorted(
+        folder.glob("checkpoint-*"), key=lambda p: int(p.name.rsplit("-", 1)[-1]), reverse=True
+    )
+    for candidate in candidates:
+        try:
+            json.loads((candidate / "trainer_state.json").read_text())
+            return candidate
+        except (OSError, ValueError):
+            shutil.rmtree(candidate, ignore_errors=True)
+    return None
+
+
 def _has_checkpoint(path: Path) -> bool:
-    return any((path / "checkpoints").glob("checkpoint-*"))
+    return any((path / "checkpoints").glob("checkpoint-*/trainer_state.json"))
 
 
 @contextmanager

@@ -17,10 +17,10 @@ from torch.optim.lr_scheduler import LambdaLR
 from torch.utils.tensorboard import SummaryWriter
 from transformers import EarlyStoppingCallback, Trainer, TrainingArguments
 from transformers.integrations import TensorBoardCallback
-from transformers.trainer_utils import get_last_checkpoint
 
 from lmtune.config import RunConfig
 from lmtune.errors import LmtuneError
+from lmtune.runs import last_complete_checkpoint
 
 
 def resolve_precision(requested: str) -> str:
@@ -146,12 +146,10 @@ def fit(trainer: Trainer, run_dir: Path, resume: bool) -> list[dict]:
     """Train (from the last checkpoint when resuming) and return the logged history."""
     checkpoint = None
     if resume:
-        checkpoint = (
-            get_last_checkpoint(str(run_dir / "checkpoints")) if (run_dir / "checkpoints").is_dir() else None
-        )
+        checkpoint = last_complete_checkpoint(run_dir)
         if checkpoint is None:
             raise LmtuneError(f"--resume: no checkpoint in {run_dir / 'checkpoints'}; start without --resume")
-    trainer.train(resume_from_checkpoint=checkpoint)
+    trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
     history = trainer.state.log_history
     (run_dir / "history.json").write_text(json.dumps(history, indent=1))
     return history

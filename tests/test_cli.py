@@ -1,0 +1,180 @@
+"""The CLI end to end on a tiny model: train, eval, predict; bad data; prior runs kept; resume."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import yaml
+from conftest import synthetic_rows, tiny_config, write_csv
+
+from lmtune.cli import main
+
+
+def config_file(tmp_path, raw, name="run.yaml"):
+    path = tmp_path / name
+    path.write_text(yaml.safe_dump(raw))
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def finished_run(tiny_model_dir, tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("cli")
+    data = write_csv(tmp / "reviews.csv", synthetic_rows(120))
+    assert main(["train", config_file(tmp, tiny_config(tiny_model_dir("bert"), data, tmp / "runs"))]) == 0
+    return tmp / "runs" / "run", data
+
+
+def test_train_writes_a_complete_run(finished_run):
+    run_dir, _ = finished_run
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["rows"] == {"train": 86, "validation": 10, "test": 24}
+    resolved = yaml.safe_load((run_dir / "config.yaml").read_text())
+    assert resolved["training"]["batch_size"] == 8 and resolved["output"]["name"] == "run"
+    page = (run_dir / "report.html").read_text()
+    for section in (
+        "Test metrics: before and after",
+        "Training curves",
+        "Confusion matrices",
+        "Resolved config",
+    ):
+        assert section in page
+    assert page.count("data:image/png;base64,") >= 4  # comparison, curves, two confusion matrices
+    assert "http://" not in page and "https://" not in page
+
+
+def test_eval_reproduces_test_metrics_and_scores_other_files(finished_run, tmp_path, capsys):
+    run_dir, _ = finished_run
+    out = tmp_path / "eval.json"
+    assert main(["eval", str(run_dir), "--output", str(out)]) == 0
+    stored = json.loads((run_dir / "metrics.json").read_text())["test"]["tuned"]
+    assert json.loads(out.read_text())["accuracy"] == pytest.approx(stored["accuracy"])
+    other = write_csv(tmp_path / "other.csv", synthetic_rows(30, seed=5), header=("body", "y"))
+    assert (
+        main(["eval", str(run_dir), "--data", str(other), "--text-column", "body", "--label-column", "y"])
+        == 0
+    )
+    assert "tuned" in capsys.readouterr().out
+    unknown = write_csv(tmp_path / "unknown.csv", [("fine text", "maybe")])
+    assert main(["eval", str(run_dir), "--data", str(unknown)]) == 2
+    assert (
+        "unknown.csv:2: label 'maybe' is unknown to this model; its labels: neg, pos"
+        in capsys.readouterr().err
+    )
+
+
+def test_predict_texts_and_file(finished_run, tmp_path, capsys):
+    run_dir, _ = finished_run
+    assert main(["predict", str(run_dir), "a great movie", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out.strip())
+    assert result["label"] in {"neg", "pos"} and set(result["scores"]) == {"neg", "pos"}
+    texts = tmp_path / "texts.txt"
+    texts.write_text("one\n\ntwo\nthree\n")
+    assert main(["predict", str(run_dir), "--file", str(texts)]) == 0
+    assert len(capsys.readouterr().out.strip().splitlines()) == 3
+
+
+def test_not_a_run_dir(tmp_path, capsys):
+    assert main(["predict", str(tmp_path), "x"]) == 2
+    assert "is not a finished lmtune run directory" in capsys.readouterr().err
+    assert main(["eval", str(tmp_path / "nope")]) == 2
+    assert "does not exist" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (b"text,target\nhello,a\n", "no column 'label' (columns found: text, target)"),
+        (b"", "the file is empty"),
+        (b"text,label\nok,a\n\xff\xfebad,b\n", "train.csv:3: byte 0xff is not valid utf-8"),
+    ],
+)
+def test_bad_training_data_leaves_nothing_behind(tiny_model_dir, tmp_path, capsys, content, message):
+    data = tmp_path / "train.csv"
+    data.write_bytes(content)
+    path = config_file(tmp_path, tiny_config(tiny_model_dir("bert"), data, tmp_path / "runs"))
+    assert main(["train", path]) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and "\n" not in err
+    assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
+
+
+def test_label_only_in_test_split(tiny_model_dir, tmp_path, capsys):
+    train = write_csv(tmp_path / "train.csv", synthetic_rows(40))
+    test = write_csv(tmp_path / "test.csv", [*synthetic_rows(5, seed=3), ("a surprising text", "neutral")])
+    raw = tiny_config(tiny_model_dir("bert"), train, tmp_path / "runs", data={"test": str(test)})
+    assert main(["train", config_file(tmp_path, raw)]) == 2
+    err = capsys.readouterr().err
+    assert "test.csv:7: label 'neutral' never occurs in the training split; training labels: neg, pos" in err
+    assert not (tmp_path / "runs").exists()
+
+
+def test_existing_run_is_never_clobbered(finished_run, tiny_model_dir, tmp_path, capsys):
+    run_dir, data = finished_run
+    before = (run_dir / "metrics.json").read_text()
+    raw = tiny_config(tiny_model_dir("bert"), data, run_dir.parent)
+    path = config_file(tmp_path, raw)
+    assert main(["train", path]) == 2
+    assert "exists; pass --overwrite" in capsys.readouterr().err
+    # a failing --overwrite run (bad data) leaves the old run as it was
+    bad = tmp_path / "bad.csv"
+    bad.write_text("text,label\n")
+    raw["data"]["train"] = str(bad)
+    assert main(["train", config_file(tmp_path, raw, "bad.yaml"), "--overwrite"]) == 2
+    assert (run_dir / "metrics.json").read_text() == before
+    assert not run_dir.with_name("run.partial").exists()
+
+
+def _train_process(config_path, *extra):
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    return subprocess.Popen(
+        [sys.executable, "-m", "lmtune.cli", "train", config_path, *extra],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+
+
+def test_resume_after_kill_matches_uninterrupted_run(tiny_model_dir, tmp_path):
+    data = write_csv(tmp_path / "train.csv", synthetic_rows(160))
+    training = {"epochs": 3, "eval_every": 4, "early_stopping": {"patience": None}, "save_total_limit": 3}
+    raw = tiny_config(tiny_model_dir("bert"), data, tmp_path / "runs", training=training)
+    raw["output"]["name"] = "straight"
+    assert main(["train", config_file(tmp_path, raw, "straight.yaml")]) == 0
+
+    raw["output"]["name"] = "killed"
+    path = config_file(tmp_path, raw, "killed.yaml")
+    process = _train_process(path)
+    partial = tmp_path / "runs" / "killed.partial" / "checkpoints"
+    deadline = time.time() + 300
+    while not (partial / "checkpoint-8" / "trainer_state.json").exists():
+        assert process.poll() is None, process.stderr.read().decode()[-2000:]
+        assert time.time() < deadline, "no checkpoint appeared"
+        time.sleep(0.05)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert not (tmp_path / "runs" / "killed").exists()
+
+    assert main(["train", path]) == 2  # a plain re-run refuses to discard the interrupted one
+    assert main(["train", path, "--resume"]) == 0
+    straight = json.loads((tmp_path / "runs" / "straight" / "metrics.json").read_text())
+    resumed = json.loads((tmp_path / "runs" / "killed" / "metrics.json").read_text())
+    assert resumed["steps"] == straight["steps"]
+    assert resumed["test"]["tuned"] == straight["test"]["tuned"]
+    assert resumed["best_validation"] == pytest.approx(straight["best_validation"])
+    assert not (tmp_path / "runs" / "killed.partial").exists()
+
+
+def test_same_config_and_seed_give_same_metrics(tiny_model_dir, labelled_csv, tmp_path):
+    raw = tiny_config(tiny_model_dir("roberta"), labelled_csv, tmp_path / "runs", method={"name": "lora"})
+    results = []
+    for name in ("a", "b"):
+        raw["output"]["name"] = name
+        assert main(["train", config_file(tmp_path, raw, f"{name}.yaml")]) == 0
+        results.append(json.loads((tmp_path / "runs" / name / "metrics.json").read_text())["test"])
+    assert results[0] == results[1]

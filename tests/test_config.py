@@ -1,0 +1,104 @@
+"""Config validation: every bad key or value is one line naming the key, the value and what is allowed."""
+
+from __future__ import annotations
+
+import pytest
+import yaml
+
+from lmtune.cli import main
+from lmtune.config import RunConfig, apply_overrides, load_config
+from lmtune.errors import LmtuneError
+
+
+def write(tmp_path, raw) -> str:
+    path = tmp_path / "run.yaml"
+    path.write_text(yaml.safe_dump(raw) if not isinstance(raw, str) else raw)
+    return str(path)
+
+
+def test_defaults_are_valid_and_name_comes_from_file(tmp_path):
+    config = load_config(write(tmp_path, {}))
+    assert isinstance(config, RunConfig)
+    assert config.output.name == "run"
+    assert config.method.name == "full" and config.training.precision == "auto"
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        ({"training": {"learning_rat": 1e-4}}, "unknown key 'training.learning_rat'"),
+        ({"bogus": 1}, "unknown key 'bogus'"),
+        ({"training": {"batch_size": "many"}}, "training.batch_size = 'many'"),
+        (
+            {"method": {"name": "lora", "lora": {"r": 0}}},
+            "method.lora.r = 0: Input should be greater than or equal to 1",
+        ),
+        ({"data": {"split": {"test": 1.5}}}, "data.split.test = 1.5: Input should be less than 1"),
+        ({"data": {"split": {"test": 0.6, "validation": 0.5}}}, "leaves no training rows"),
+        ({"method": {"name": "magic"}}, "unknown method 'magic'; allowed: full, freeze, lora"),
+        ({"task": "dance"}, "unknown task 'dance'; allowed: classify"),
+        (
+            {"training": {"scheduler": "zigzag"}},
+            "training.scheduler = 'zigzag': Input should be 'linear', 'cosine'",
+        ),
+        ({"evaluation": {"metric": "auroc"}}, "evaluation.metric = 'auroc'"),
+    ],
+)
+def test_bad_values_name_key_value_and_allowed(tmp_path, raw, expected):
+    with pytest.raises(LmtuneError) as error:
+        load_config(write(tmp_path, raw))
+    message = str(error.value)
+    assert expected in message
+    assert "\n" not in message
+    assert message.startswith(str(tmp_path / "run.yaml"))
+
+
+def test_overrides_apply_with_yaml_types(tmp_path):
+    config = load_config(
+        write(tmp_path, {}),
+        [
+            "training.learning_rate=3e-5",
+            "method.name=lora",
+            "method.lora.target_modules=[query, value]",
+            "data.max_train_rows=100",
+        ],
+    )
+    assert config.training.learning_rate == pytest.approx(3e-5)
+    assert config.method.name == "lora"
+    assert config.method.lora.target_modules == ["query", "value"]
+    assert config.data.max_train_rows == 100
+
+
+def test_override_errors():
+    with pytest.raises(LmtuneError, match="expected key=value"):
+        apply_overrides({}, ["training.learning_rate"])
+    with pytest.raises(LmtuneError, match="'task' is a value, not a section"):
+        apply_overrides({"task": "classify"}, ["task.x=1"])
+
+
+def test_yaml_syntax_error_names_line(tmp_path):
+    path = write(tmp_path, "training:\n  epochs: 2\n  batch_size: [1, 2\n")
+    with pytest.raises(LmtuneError, match=r"run\.yaml:\d+: not valid YAML"):
+        load_config(path)
+
+
+def test_cli_reports_config_error_in_one_line_and_exits_2(tmp_path, capsys):
+    path = write(tmp_path, {"method": {"name": "lora", "lora": {"r": 0}}})
+    assert main(["train", path, "--set", f"output.dir={tmp_path / 'runs'}"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0
+    assert "method.lora.r = 0" in err
+    assert not (tmp_path / "runs").exists()
+
+
+def test_missing_config_file(tmp_path, capsys):
+    assert main(["train", str(tmp_path / "nope.yaml")]) == 2
+    assert "does not exist" in capsys.readouterr().err
+
+
+def test_help_lists_every_verb(capsys):
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    out = capsys.readouterr().out
+    for verb in ("train", "eval", "predict", "quickstart"):
+        assert verb in out
