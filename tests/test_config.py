@@ -102,3 +102,12 @@ def test_help_lists_every_verb(capsys):
     out = capsys.readouterr().out
     for verb in ("train", "eval", "predict", "quickstart"):
         assert verb in out
+
+
+def test_every_example_config_is_valid():
+    from pathlib import Path
+
+    examples = sorted((Path(__file__).resolve().parents[1] / "examples").glob("*.yaml"))
+    assert examples
+    for path in examples:
+        assert load_config(path).output.name == path.stem
