@@ -56,7 +56,7 @@ def read_tsv(path: Path) -> pd.DataFrame:
 
 def run_trainer(way: str, train: pd.DataFrame, dev: pd.DataFrame, args: argparse.Namespace) -> dict[str, Any]:
     """Ways 1 and 2: a plain transformers Trainer, padded to max_length or dynamically padded."""
-    model_path = str(resolve_model("bundled:minilm"))
+    model_path = str(resolve_model(args.model))
     tokenizer = AutoTokenizer.from_pretrained(model_path)
     padded = way == "padded"
 
@@ -112,7 +112,7 @@ def run_trainer(way: str, train: pd.DataFrame, dev: pd.DataFrame, args: argparse
 
 def run_lmtune(train: pd.DataFrame, dev_path: Path, args: argparse.Namespace) -> dict[str, Any]:
     """Way 3: lmtune's classify recipe on the same rows, written to a temporary TSV."""
-    from lmtune.config import validate
+    from lmtune.config import apply_overrides, validate
     from lmtune.runs import open_run
     from lmtune.tasks.classify import prepare
     from lmtune.tasks.classify import train as lmtune_train
@@ -125,7 +125,7 @@ def run_lmtune(train: pd.DataFrame, dev_path: Path, args: argparse.Namespace) ->
                 out.write(f"{sentence}\t{label}\n")
         raw = {
             "task": "classify",
-            "model": {"name": "bundled:minilm", "max_length": args.max_length},
+            "model": {"name": args.model, "max_length": args.max_length},
             "data": {
                 "train": str(train_path),
                 "validation": str(dev_path),
@@ -146,7 +146,7 @@ def run_lmtune(train: pd.DataFrame, dev_path: Path, args: argparse.Namespace) ->
             "evaluation": {"baselines": []},
             "output": {"dir": str(Path(tmp) / "runs"), "name": "lmtune"},
         }
-        config = validate(raw, "bench")
+        config = validate(apply_overrides(raw, args.set), "bench")
         prepared = prepare(config)
         with open_run(config, overwrite=True) as run_dir:
             metrics = lmtune_train(config, prepared, run_dir)
@@ -175,6 +175,7 @@ def report(results: dict[str, dict[str, Any]]) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data-dir", type=Path, default=DEFAULT_DATA)
+    parser.add_argument("--model", default="bundled:minilm", help="bundled name or local HF directory")
     parser.add_argument("--rows", type=int, default=4096)
     parser.add_argument("--epochs", type=float, default=1)
     parser.add_argument("--batch-size", type=int, default=32)
@@ -183,6 +184,9 @@ def main() -> None:
     parser.add_argument("--max-length", type=int, default=128)
     parser.add_argument("--only", default=",".join(WAYS), help=f"comma list of: {', '.join(WAYS)}")
     parser.add_argument("--json", type=Path, help="also write the results here")
+    parser.add_argument(
+        "--set", action="append", default=[], metavar="KEY=VALUE", help="override lmtune's config"
+    )
     args = parser.parse_args()
     ways = [w.strip() for w in args.only.split(",") if w.strip()]
     if unknown := sorted(set(ways) - set(WAYS)):

@@ -17,10 +17,10 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 from lmtune.errors import LmtuneError  # noqa: E402
 
-HEADLINE = ["accuracy", "precision_macro", "recall_macro", "f1_macro"]
-
 
 def format_table(results: dict[str, dict]) -> str:
+    from lmtune.evaluate.metrics import HEADLINE
+
     lines = [f"{'model':<8}" + "".join(f"{m:>17}" for m in HEADLINE)]
     lines += [f"{name:<8}" + "".join(f"{r[m]:>17.4f}" for m in HEADLINE) for name, r in results.items()]
     return "\n".join(lines)

@@ -119,9 +119,6 @@ class TrainingConfig(Section):
     early_stopping: EarlyStoppingConfig = EarlyStoppingConfig()
 
 
-METRICS = ["accuracy", "f1_macro", "precision_macro", "recall_macro", "loss"]
-
-
 class EvaluationConfig(Section):
     metric: Literal["accuracy", "f1_macro", "precision_macro", "recall_macro", "loss"] = Field(
         "f1_macro", description="validation metric for early stopping and the best checkpoint"

@@ -22,14 +22,22 @@ from lmtune.config import RunConfig
 from lmtune.errors import LmtuneError
 from lmtune.runs import last_complete_checkpoint
 
+# On a GPU a small model is bound by kernel launches, and autocast's extra cast kernels cost more
+# than bf16 matmuls save: measured on an H100 with MiniLM (22.7M parameters, SST-2, batch 32),
+# bf16 autocast ran at 569 samples/s against 1,199 in fp32. Large models gain from bf16.
+GPU_BF16_MIN_PARAMETERS = 100_000_000
 
-def resolve_precision(requested: str) -> str:
-    """auto → bf16 where it is fast (CUDA with bf16, CPUs with AMX or AVX512-BF16), else fp32."""
+
+def resolve_precision(requested: str, n_parameters: int | None = None) -> str:
+    """auto → bf16 where it is faster: CPUs with AMX or AVX512-BF16, and GPUs with bf16 for models of
+    at least GPU_BF16_MIN_PARAMETERS; else fp32 (fp16 on GPUs without bf16)."""
     if requested == "fp16" and not torch.cuda.is_available():
         raise LmtuneError("training.precision = 'fp16' needs a CUDA GPU; allowed on CPU: auto, fp32, bf16")
     if requested != "auto":
         return requested
     if torch.cuda.is_available():
+        if n_parameters is not None and n_parameters < GPU_BF16_MIN_PARAMETERS:
+            return "fp32"
         return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
     cpu = torch.cpu
     has_bf16 = (
@@ -63,10 +71,9 @@ class StepScheduleTrainer(Trainer):
 
 
 def training_arguments(
-    config: RunConfig, run_dir: Path, has_validation: bool, n_train: int
+    config: RunConfig, run_dir: Path, has_validation: bool, n_train: int, precision: str
 ) -> TrainingArguments:
     t = config.training
-    precision = resolve_precision(t.precision)
     steps_per_epoch = max(1, math.ceil(n_train / (t.batch_size * t.gradient_accumulation)))
     eval_steps = t.eval_every or steps_per_epoch
     strategy = "steps" if has_validation else "no"
@@ -103,6 +110,7 @@ def training_arguments(
         logging_first_step=True,
         report_to="none",
         dataloader_num_workers=0,
+        dataloader_pin_memory=torch.cuda.is_available(),
         disable_tqdm=False,
     )
 
@@ -119,7 +127,8 @@ def build_trainer(
     compute_metrics,
 ) -> Trainer:
     has_validation = eval_dataset is not None and len(eval_dataset) > 0
-    args = training_arguments(config, run_dir, has_validation, len(train_dataset))
+    precision = resolve_precision(config.training.precision, sum(p.numel() for p in model.parameters()))
+    args = training_arguments(config, run_dir, has_validation, len(train_dataset), precision)
     callbacks = [TensorBoardCallback(tb_writer=SummaryWriter(log_dir=str(run_dir / "tb")))]
     stopping = config.training.early_stopping
     if has_validation and stopping.patience:

@@ -131,23 +131,22 @@ def tokenized(
     if "token_type_ids" in encoded:
         data["token_type_ids"] = encoded["token_type_ids"]
     dataset = Dataset.from_dict(data)
-    return dataset.sort("length") if by_length else dataset
+    return dataset.select(np.argsort(data["length"], kind="stable")) if by_length else dataset
 
 
 # ------------------------------------------------------------------------------- inference
 
 
-@torch.inference_mode()
 def forward_batches(
     model, tokenizer, texts: list[str], *, max_length: int, batch_size: int, precision: str, step, desc: str
 ):
     """Run `step(model, batch)` over texts in length-sorted batches; outputs come back in input order."""
     model.eval()
-    model.to(device())
+    model.to(device())  # outside inference mode: weights moved inside it could never train again
     order = np.argsort([len(t) for t in texts], kind="stable")
     outputs: list[np.ndarray] = [None] * len(texts)  # type: ignore[list-item]
     autocast = torch.autocast(device().type, dtype=torch.bfloat16, enabled=precision == "bf16")
-    with tqdm(total=len(texts), desc=desc, unit="ex", leave=False) as bar, autocast:
+    with tqdm(total=len(texts), desc=desc, unit="ex", leave=False) as bar, autocast, torch.inference_mode():
         for start in range(0, len(texts), batch_size):
             index = order[start : start + batch_size]
             batch = tokenizer(
@@ -175,14 +174,18 @@ def _mean_pooled(model, batch):
     return (hidden * mask).sum(1) / mask.sum(1).clamp(min=1)
 
 
-def _infer(config: RunConfig, model, tokenizer, texts, step, desc, precision=None):
+def _precision(config: RunConfig, model) -> str:
+    return resolve_precision(config.training.precision, sum(p.numel() for p in model.parameters()))
+
+
+def _infer(config: RunConfig, model, tokenizer, texts, step, desc):
     return forward_batches(
         model,
         tokenizer,
         texts,
         max_length=config.model.max_length,
         batch_size=config.training.eval_batch_size,
-        precision=precision or resolve_precision(config.training.precision),
+        precision=_precision(config, model),
         step=step,
         desc=desc,
     )
@@ -303,7 +306,7 @@ def train(config: RunConfig, prepared: Prepared, run_dir: Path, resume: bool = F
             "method": f"{config.method.name} ({trainable:,} / {total:,} trainable)",
             "rows (train / validation / test)": " / ".join(str(v) for v in metrics["rows"].values()),
             "steps": metrics["steps"],
-            "precision": resolve_precision(config.training.precision),
+            "precision": _precision(config, model),
             "train samples/s": f"{metrics['train_samples_per_second'] or 0:.1f}",
         },
         config_text=dump_config(config),

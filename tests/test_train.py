@@ -1,0 +1,84 @@
+"""Training options that change what the Trainer does: schedules, early stopping, accumulation, dropout."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from conftest import tiny_config
+
+from lmtune.config import validate
+from lmtune.models.load import load_classifier
+from lmtune.runs import open_run
+from lmtune.tasks.classify import prepare, train
+from lmtune.train import resolve_precision
+
+
+def run(tmp_path, model_dir, data, **training):
+    config = validate(tiny_config(model_dir, data, tmp_path / "runs", training=training), "test")
+    with open_run(config) as run_dir:
+        metrics = train(config, prepare(config), run_dir)
+    history = json.loads((tmp_path / "runs" / "run" / "history.json").read_text())
+    return metrics, history
+
+
+def test_step_schedule_warms_up_then_halves_every_n_steps(tiny_model_dir, labelled_csv, tmp_path):
+    settings = dict(
+        scheduler="step",
+        step_size=4,
+        step_gamma=0.5,
+        warmup_ratio=0.1,
+        learning_rate=1e-3,
+        epochs=2,
+        logging_steps=1,
+    )
+    metrics, history = run(tmp_path, tiny_model_dir("bert"), labelled_csv, eval_every=None, **settings)
+    rates = {h["step"]: h["learning_rate"] for h in history if "learning_rate" in h}
+    warmup = 3  # ceil(0.1 * 22 steps)
+    assert rates[1] == pytest.approx(1e-3 / warmup)  # the rate the first step used
+    assert rates[warmup + 1] == pytest.approx(1e-3)
+    assert rates[warmup + 5] == pytest.approx(5e-4)
+    assert rates[warmup + 9] == pytest.approx(2.5e-4)
+
+
+def test_early_stopping_stops_when_the_metric_stalls(tiny_model_dir, labelled_csv, tmp_path):
+    # a learning rate this small cannot move the validation metric: the run stops after `patience`
+    # evaluations without improvement instead of running all 5 epochs (55 steps)
+    metrics, _ = run(
+        tmp_path,
+        tiny_model_dir("bert"),
+        labelled_csv,
+        learning_rate=1e-12,
+        epochs=5,
+        eval_every=2,
+        early_stopping={"patience": 2},
+    )
+    assert metrics["steps"] == 6
+    assert metrics["best_checkpoint"] == "checkpoint-2"
+
+
+def test_gradient_accumulation_divides_optimizer_steps(tiny_model_dir, labelled_csv, tmp_path):
+    metrics, _ = run(
+        tmp_path, tiny_model_dir("bert"), labelled_csv, gradient_accumulation=2, epochs=1, eval_every=None
+    )
+    assert metrics["steps"] == 6  # 86 rows / (8 x 2) per optimizer step
+
+
+def test_dropout_override_reaches_every_dropout_rate(tiny_model_dir):
+    model = load_classifier(tiny_model_dir("bert"), ["a", "b"], dropout=0.33)
+    assert model.config.hidden_dropout_prob == 0.33
+    assert model.config.attention_probs_dropout_prob == 0.33
+    xlnet = load_classifier(tiny_model_dir("xlnet"), ["a", "b"], dropout=0.25)
+    assert xlnet.config.dropout == 0.25 and xlnet.config.summary_last_dropout == 0.25
+
+
+def test_precision_choices():
+    assert resolve_precision("fp32") == "fp32"
+    assert resolve_precision("auto") in {"bf16", "fp32", "fp16"}
+    import torch
+
+    if not torch.cuda.is_available():
+        from lmtune.errors import LmtuneError
+
+        with pytest.raises(LmtuneError, match="training.precision = 'fp16' needs a CUDA GPU"):
+            resolve_precision("fp16")
