@@ -23,6 +23,10 @@ def test_bundled_minilm_is_a_bert_directory():
 def test_unknown_bundled_and_hub_ids_fail_in_one_line(tmp_path):
     with pytest.raises(LmtuneError, match="unknown bundled model 'bundled:gpt5'; allowed: bundled:minilm"):
         assets.resolve_model("bundled:gpt5")
+    with pytest.raises(
+        LmtuneError, match="unknown bundled dataset 'bundled:imdb'; allowed: bundled:drug-reviews"
+    ):
+        assets.resolve_dataset("bundled:imdb")
     with pytest.raises(LmtuneError, match="lmtune never downloads at run time") as error:
         assets.resolve_model("some-org/some-model-that-is-not-cached")
     assert "\n" not in str(error.value)

@@ -13,6 +13,7 @@ import os
 import shutil
 import tempfile
 import zipfile
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -56,6 +57,23 @@ BUNDLED_MODELS = {
 }
 
 
+@contextmanager
+def _built_in_place(target: Path):
+    """Yield a scratch directory beside `target` that replaces it in one rename on success, so an
+    interrupted build never leaves a half-written cache entry."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
+    try:
+        yield tmp
+        tmp.chmod(0o755)  # mkdtemp makes it private; the cache is shared like any model directory
+        if target.exists():
+            shutil.rmtree(target)
+        tmp.rename(target)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
 def _fingerprint(path: Path) -> str:
     stat = path.stat()
     return hashlib.sha256(f"{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}".encode()).hexdigest()[:16]
@@ -92,9 +110,7 @@ def gguf_to_hf(gguf_path: Path, name: str) -> Path:
         return target
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=target.parent))
-    try:
+    with _built_in_place(target) as tmp:
         tokenizer = AutoTokenizer.from_pretrained(str(gguf_path.parent), gguf_file=gguf_path.name)
         model = AutoModelForCausalLM.from_pretrained(str(gguf_path.parent), gguf_file=gguf_path.name)
         # transformers marks GGUF-loaded models as quantized; they are plain fp32 after dequantizing.
@@ -107,26 +123,13 @@ def gguf_to_hf(gguf_path: Path, name: str) -> Path:
         (tmp / "lmtune_source.json").write_text(
             json.dumps({"source": str(gguf_path), "fingerprint": fingerprint})
         )
-        tmp.chmod(0o755)  # mkdtemp makes it private; the cache is shared like any model directory
-        if target.exists():
-            shutil.rmtree(target)
-        tmp.rename(target)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
     return target
 
 
 def resolve_model(name: str) -> Path | str:
     """`bundled:<name>` → its directory; a local directory → itself; else a cached hub id or an error."""
     if name.startswith(PREFIX):
-        key = name[len(PREFIX) :]
-        if key not in BUNDLED_MODELS:
-            raise LmtuneError(
-                f"model.name: unknown bundled model '{name}'; allowed: "
-                + ", ".join(PREFIX + k for k in BUNDLED_MODELS)
-            )
-        return BUNDLED_MODELS[key]()
+        return _bundled(name, BUNDLED_MODELS, "model.name", "model")
     path = Path(name).expanduser()
     if path.is_dir():
         if not (path / "config.json").is_file():
@@ -168,19 +171,9 @@ def _extract_zip(archive: Path, name: str) -> Path:
     marker = target / ".complete"
     if marker.is_file() and marker.read_text() == _fingerprint(archive):
         return target
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=target.parent))
-    try:
-        with zipfile.ZipFile(archive) as zf:
-            zf.extractall(tmp)
+    with _built_in_place(target) as tmp, zipfile.ZipFile(archive) as zf:
+        zf.extractall(tmp)
         (tmp / ".complete").write_text(_fingerprint(archive))
-        tmp.chmod(0o755)  # mkdtemp makes it private; the cache is shared like any model directory
-        if target.exists():
-            shutil.rmtree(target)
-        tmp.rename(target)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
     return target
 
 
@@ -214,10 +207,12 @@ BUNDLED_DATASETS = {
 
 def resolve_dataset(name: str) -> DatasetFiles:
     """`bundled:<name>` → its files and column names."""
-    key = name[len(PREFIX) :]
-    if key not in BUNDLED_DATASETS:
-        raise LmtuneError(
-            f"data.train: unknown bundled dataset '{name}'; allowed: "
-            + ", ".join(PREFIX + k for k in BUNDLED_DATASETS)
-        )
-    return BUNDLED_DATASETS[key]()
+    return _bundled(name, BUNDLED_DATASETS, "data.train", "dataset")
+
+
+def _bundled(name: str, table: dict, key: str, what: str):
+    entry = table.get(name.removeprefix(PREFIX))
+    if entry is None:
+        allowed = ", ".join(PREFIX + k for k in table)
+        raise LmtuneError(f"{key}: unknown bundled {what} '{name}'; allowed: {allowed}")
+    return entry()

@@ -14,6 +14,13 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from lmtune.errors import LmtuneError
 
 
+def _registered(value: str, registry: dict, what: str) -> str:
+    """Registry-backed choices: the allowed values are whatever is registered."""
+    if value not in registry:
+        raise ValueError(f"unknown {what} '{value}'; allowed: {', '.join(registry)}")
+    return value
+
+
 class Section(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
@@ -84,9 +91,7 @@ class MethodConfig(Section):
     def _known_method(cls, value: str) -> str:
         from lmtune.models.methods import METHODS
 
-        if value not in METHODS:
-            raise ValueError(f"unknown method '{value}'; allowed: {', '.join(METHODS)}")
-        return value
+        return _registered(value, METHODS, "method")
 
 
 class EarlyStoppingConfig(Section):
@@ -147,9 +152,7 @@ class RunConfig(Section):
     def _known_task(cls, value: str) -> str:
         from lmtune.tasks import TASKS
 
-        if value not in TASKS:
-            raise ValueError(f"unknown task '{value}'; allowed: {', '.join(TASKS)}")
-        return value
+        return _registered(value, TASKS, "task")
 
 
 # ----------------------------------------------------------------------------------- loading
