@@ -178,3 +178,23 @@ def test_same_config_and_seed_give_same_metrics(tiny_model_dir, labelled_csv, tm
         assert main(["train", config_file(tmp_path, raw, f"{name}.yaml")]) == 0
         results.append(json.loads((tmp_path / "runs" / name / "metrics.json").read_text())["test"])
     assert results[0] == results[1]
+
+
+def test_ctrl_c_keeps_checkpoints_and_says_how_to_resume(tiny_model_dir, tmp_path):
+    data = write_csv(tmp_path / "train.csv", synthetic_rows(160))
+    training = {"epochs": 20, "eval_every": 4, "early_stopping": {"patience": None}}
+    path = config_file(
+        tmp_path, tiny_config(tiny_model_dir("bert"), data, tmp_path / "runs", training=training)
+    )
+    process = _train_process(path)
+    partial = tmp_path / "runs" / "run.partial" / "checkpoints"
+    deadline = time.time() + 300
+    while not (partial / "checkpoint-4" / "trainer_state.json").exists():
+        assert process.poll() is None and time.time() < deadline
+        time.sleep(0.05)
+    process.send_signal(signal.SIGINT)
+    _, err = process.communicate(timeout=120)
+    assert process.returncode == 2
+    assert "interrupted; checkpoints kept in" in err.decode() and "--resume" in err.decode()
+    assert (partial / "checkpoint-4").is_dir()
+    assert not (tmp_path / "runs" / "run").exists()

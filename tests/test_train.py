@@ -82,3 +82,28 @@ def test_precision_choices():
 
         with pytest.raises(LmtuneError, match="training.precision = 'fp16' needs a CUDA GPU"):
             resolve_precision("fp16")
+
+
+def test_inference_picks_attention_by_batch_length_and_restores_it(tiny_model_dir, monkeypatch):
+    import numpy as np
+    import torch
+
+    from lmtune.models.load import load_tokenizer
+    from lmtune.tasks.classify import _logits, forward_batches
+
+    if torch.cuda.is_available():
+        pytest.skip("the length rule applies on CPU")
+    model = load_classifier(tiny_model_dir("bert"), ["a", "b"])
+    assert model.config._attn_implementation == "eager"  # auto on CPU trains with eager
+    switches = []
+    original = model.set_attn_implementation
+    monkeypatch.setattr(
+        model, "set_attn_implementation", lambda name: (switches.append(name), original(name))
+    )
+    tokenizer = load_tokenizer(tiny_model_dir("bert"))
+    texts = ["short text", " ".join(["word"] * 100)]
+    kwargs = dict(max_length=128, batch_size=1, precision="fp32", step=_logits, desc="test")
+    auto = forward_batches(model, tokenizer, texts, attention="auto", **kwargs)
+    assert switches == ["sdpa", "eager"]  # the 102-token batch ran on sdpa, then training's kernel is back
+    eager = forward_batches(model, tokenizer, texts, attention="eager", **kwargs)
+    np.testing.assert_allclose(auto, eager, atol=1e-5)

@@ -26,7 +26,7 @@ from lmtune.data.split import split_off, subsample
 from lmtune.errors import LmtuneError
 from lmtune.evaluate.metrics import classification_metrics, headline
 from lmtune.evaluate.report import write_report
-from lmtune.models.load import device, load_classifier, load_tokenizer
+from lmtune.models.load import device, inference_attention, load_classifier, load_tokenizer, set_attention
 from lmtune.models.methods import apply_method, count_parameters
 from lmtune.runs import MARKER
 from lmtune.train import build_trainer, fit, resolve_precision
@@ -138,7 +138,16 @@ def tokenized(
 
 
 def forward_batches(
-    model, tokenizer, texts: list[str], *, max_length: int, batch_size: int, precision: str, step, desc: str
+    model,
+    tokenizer,
+    texts: list[str],
+    *,
+    max_length: int,
+    batch_size: int,
+    precision: str,
+    attention: str,
+    step,
+    desc: str,
 ):
     """Run `step(model, batch)` over texts in length-sorted batches; outputs come back in input order."""
     model.eval()
@@ -146,6 +155,7 @@ def forward_batches(
     order = np.argsort([len(t) for t in texts], kind="stable")
     outputs: list[np.ndarray] = [None] * len(texts)  # type: ignore[list-item]
     autocast = torch.autocast(device().type, dtype=torch.bfloat16, enabled=precision == "bf16")
+    trained_with = model.config._attn_implementation
     with tqdm(total=len(texts), desc=desc, unit="ex", leave=False) as bar, autocast, torch.inference_mode():
         for start in range(0, len(texts), batch_size):
             index = order[start : start + batch_size]
@@ -156,10 +166,12 @@ def forward_batches(
                 padding=True,
                 return_tensors="pt",
             ).to(device())
+            set_attention(model, inference_attention(attention, batch["input_ids"].shape[1]) or trained_with)
             result = step(model, batch).float().cpu().numpy()
             for i, row in zip(index, result, strict=True):
                 outputs[i] = row
             bar.update(len(index))
+    set_attention(model, trained_with)
     return np.stack(outputs)
 
 
@@ -186,6 +198,7 @@ def _infer(config: RunConfig, model, tokenizer, texts, step, desc):
         max_length=config.model.max_length,
         batch_size=config.training.eval_batch_size,
         precision=_precision(config, model),
+        attention=config.model.attn_implementation,
         step=step,
         desc=desc,
     )
