@@ -14,8 +14,10 @@ from lmtune.tasks.classify import prepare, train
 from lmtune.train import resolve_precision
 
 
-def run(tmp_path, model_dir, data, **training):
-    config = validate(tiny_config(model_dir, data, tmp_path / "runs", training=training), "test")
+def run(tmp_path, model_dir, data, model=None, **training):
+    config = validate(
+        tiny_config(model_dir, data, tmp_path / "runs", training=training, model=model or {}), "test"
+    )
     with open_run(config) as run_dir:
         metrics = train(config, prepare(config), run_dir)
     history = json.loads((tmp_path / "runs" / "run" / "history.json").read_text())

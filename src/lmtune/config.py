@@ -29,7 +29,7 @@ class ModelConfig(Section):
     name: str = Field(
         "bundled:minilm", description="bundled:<name>, a local HF directory, or a cached hub id"
     )
-    max_length: int = Field(256, ge=8, le=8192, description="tokens per example; longer ones are truncated")
+    max_length: int = Field(256, ge=4, le=8192, description="tokens per example; longer ones are truncated")
     dropout: float | None = Field(None, ge=0.0, lt=1.0, description="override the model's dropout rates")
     attn_implementation: Literal["auto", "eager", "sdpa"] = Field(
         "auto", description="auto: eager on CPU (faster backward for short texts, measured), sdpa on GPU"

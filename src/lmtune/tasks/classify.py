@@ -42,7 +42,6 @@ class Prepared:
     train: Rows
     validation: Rows
     test: Rows
-    read_options: dict
 
 
 # ------------------------------------------------------------------------------------ data
@@ -114,7 +113,7 @@ def prepare(config: RunConfig) -> Prepared:
         raise LmtuneError("data: the test split is empty; set data.test or data.split.test > 0")
     model_path = assets.resolve_model(config.model.name)
     tokenizer = load_tokenizer(model_path)
-    return Prepared(model_path, tokenizer, labels, train, validation, test, options)
+    return Prepared(model_path, tokenizer, labels, train, validation, test)
 
 
 def tokenized(
@@ -273,12 +272,18 @@ def train(config: RunConfig, prepared: Prepared, run_dir: Path, resume: bool = F
         f"method {config.method.name}: {trainable:,} of {total:,} parameters trainable ({100 * trainable / total:.2f}%)"
     )
     max_length = config.model.max_length
+    train_dataset = tokenized(prepared.train, tokenizer, max_length, label2id)
+    truncated = sum(length >= max_length for length in train_dataset["length"])
+    print(
+        f"data: {len(prepared.train)} train / {len(prepared.validation)} validation / {len(prepared.test)} test rows, "
+        f"{len(labels)} classes; {truncated} training texts cut to model.max_length={max_length}"
+    )
     trainer = build_trainer(
         config,
         run_dir,
         model=model,
         tokenizer=tokenizer,
-        train_dataset=tokenized(prepared.train, tokenizer, max_length, label2id),
+        train_dataset=train_dataset,
         eval_dataset=tokenized(prepared.validation, tokenizer, max_length, label2id, by_length=True)
         if len(prepared.validation)
         else None,
@@ -302,6 +307,7 @@ def train(config: RunConfig, prepared: Prepared, run_dir: Path, resume: bool = F
         "train_samples_per_second": runtime.get("train_samples_per_second"),
         "parameters": {"trainable": trainable, "total": total},
         "rows": {name: len(getattr(prepared, name)) for name in ("train", "validation", "test")},
+        "truncated_train_texts": truncated,
         "labels": labels,
     }
     (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
@@ -318,6 +324,7 @@ def train(config: RunConfig, prepared: Prepared, run_dir: Path, resume: bool = F
             "model": config.model.name,
             "method": f"{config.method.name} ({trainable:,} / {total:,} trainable)",
             "rows (train / validation / test)": " / ".join(str(v) for v in metrics["rows"].values()),
+            "training texts truncated": f"{truncated} (model.max_length = {max_length})",
             "steps": metrics["steps"],
             "precision": _precision(config, model),
             "train samples/s": f"{metrics['train_samples_per_second'] or 0:.1f}",
