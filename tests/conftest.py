@@ -21,6 +21,7 @@ from transformers import (  # noqa: E402
 )
 
 from lmtune.assets import resolve_model  # noqa: E402
+from lmtune.models import load as _load  # noqa: E402, F401  (silences transformers' save/load bars)
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 

@@ -198,3 +198,11 @@ def test_ctrl_c_keeps_checkpoints_and_says_how_to_resume(tiny_model_dir, tmp_pat
     assert "interrupted; checkpoints kept in" in err.decode() and "--resume" in err.decode()
     assert (partial / "checkpoint-4").is_dir()
     assert not (tmp_path / "runs" / "run").exists()
+
+
+def test_missing_data_file_names_the_config_key(tiny_model_dir, tmp_path, capsys):
+    raw = tiny_config(tiny_model_dir("bert"), tmp_path / "train.csv", tmp_path / "runs")
+    write_csv(tmp_path / "train.csv", synthetic_rows(20))
+    raw["data"]["test"] = str(tmp_path / "missing-test.csv")
+    assert main(["train", config_file(tmp_path, raw)]) == 2
+    assert f"data.test: file '{tmp_path / 'missing-test.csv'}' does not exist" in capsys.readouterr().err

@@ -86,6 +86,13 @@ def _read(path: str, options: dict) -> Rows:
 def prepare(config: RunConfig) -> Prepared:
     d = config.data
     options, bundled_test = read_options(config)
+    for key, path in (
+        ("data.train", options["train"]),
+        ("data.validation", d.validation),
+        ("data.test", d.test),
+    ):
+        if path is not None and not Path(path).is_file():
+            raise LmtuneError(f"{key}: file '{path}' does not exist")
     train = _read(options["train"], options)
     test_path = d.test or bundled_test
     test = _read(test_path, options) if test_path else None
