@@ -63,7 +63,7 @@ def test_gradient_accumulation_divides_optimizer_steps(tiny_model_dir, labelled_
     metrics, _ = run(
         tmp_path, tiny_model_dir("bert"), labelled_csv, gradient_accumulation=2, epochs=1, eval_every=None
     )
-    assert metrics["steps"] == 6  # 86 rows / (8 x 2) per optimizer step
+    assert metrics["steps"] == 6  # 84 rows = 11 batches of 8, 2 per optimizer step
 
 
 def test_dropout_override_reaches_every_dropout_rate(tiny_model_dir):

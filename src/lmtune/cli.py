@@ -56,19 +56,31 @@ def cmd_quickstart(args) -> int:
 
 
 def _task_of(run_dir: Path):
-    from lmtune.runs import MARKER, check_run_dir
-    from lmtune.tasks import recipe
+    from lmtune.runs import read_run
+    from lmtune.tasks import TASKS, recipe
 
-    check_run_dir(run_dir)
-    return recipe(json.loads((run_dir / MARKER).read_text())["task"])
+    task = read_run(run_dir)["task"]
+    if task not in TASKS:
+        raise LmtuneError(
+            f"{run_dir}: made by task '{task}', which this lmtune does not have ({', '.join(TASKS)})"
+        )
+    return recipe(task)
 
 
 def cmd_eval(args) -> int:
     run_dir = Path(args.run_dir)
     task = _task_of(run_dir)
-    metrics = task.evaluate(run_dir, args.data, args.text_column, args.label_column)
+    metrics = task.evaluate(
+        run_dir,
+        args.data,
+        text_column=args.text_column,
+        label_column=args.label_column,
+        separator=args.separator,
+        encoding=args.encoding,
+    )
     print(format_table({"tuned": metrics}))
     if args.output:
+        Path(args.output).parent.mkdir(parents=True, exist_ok=True)
         Path(args.output).write_text(json.dumps(metrics, indent=2))
     return 0
 
@@ -81,7 +93,11 @@ def cmd_predict(args) -> int:
         path = Path(args.file)
         if not path.is_file():
             raise LmtuneError(f"--file: '{path}' does not exist")
-        texts += [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+        try:
+            lines = path.read_text(encoding="utf-8").split("\n")
+        except UnicodeDecodeError as exc:
+            raise LmtuneError(f"--file {path}: not UTF-8 text (byte 0x{exc.object[exc.start]:02x})") from None
+        texts += [line.strip() for line in lines if line.strip()]
     if not texts:
         raise LmtuneError("predict: give texts as arguments or --file FILE (one text per line)")
     for result in task.predict(run_dir, texts):
@@ -119,6 +135,8 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--data", help="labelled file (CSV/TSV/JSON/JSONL); default: the run's test split")
     evaluate.add_argument("--text-column")
     evaluate.add_argument("--label-column")
+    evaluate.add_argument("--separator", help="column separator of --data (default from its suffix)")
+    evaluate.add_argument("--encoding", help="text encoding of --data (default utf-8)")
     evaluate.add_argument("--output", help="also write the metrics to this JSON file")
     evaluate.set_defaults(func=cmd_eval)
 

@@ -57,13 +57,23 @@ class DataConfig(Section):
     test: str | None = None
     text_column: str | None = Field(None, description="default: the bundled dataset's, else 'text'")
     label_column: str | None = Field(None, description="default: the bundled dataset's, else 'label'")
-    separator: str | None = Field(None, description="column separator; default from the file suffix")
+    separator: str | None = Field(None, description="one character, or 'tab'; default from the file suffix")
     quoting: Literal["auto", "csv", "none"] = Field(
         "auto", description="auto: csv quoting for .csv, none for .tsv (GLUE style)"
     )
     encoding: str | None = Field(None, description="default utf-8 (bundled datasets set their own)")
     max_train_rows: int | None = Field(None, ge=1, description="stratified subsample of the training split")
     split: SplitConfig = SplitConfig()
+
+    @field_validator("separator")
+    @classmethod
+    def _one_character(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        value = {"tab": "\t", "\\t": "\t"}.get(value, value)
+        if len(value) != 1:
+            raise ValueError("must be one character (e.g. ',', ';', '|') or 'tab'")
+        return value
 
 
 class FreezeConfig(Section):
@@ -137,6 +147,16 @@ class OutputConfig(Section):
     dir: str = Field("runs", description="parent folder of run directories")
     name: str | None = Field(None, description="run directory name; default: the config file's stem")
 
+    @field_validator("name", mode="before")
+    @classmethod
+    def _one_plain_folder_name(cls, value):
+        if value is None:
+            return None
+        value = str(value)  # `--set output.name=2024` arrives as an int
+        if value in ("", ".", "..") or "/" in value or "\\" in value or value.startswith("."):
+            raise ValueError("must be one plain folder name (no '/', not empty, not starting with '.')")
+        return value
+
 
 class RunConfig(Section):
     task: str = Field("classify", description="a recipe from the task registry")
@@ -170,6 +190,19 @@ def _describe(error: dict[str, Any], source: str) -> str:
     return f"{source}: {key} = {value!r}: {message}"
 
 
+def _mapping(raw: Any, source: str) -> dict:
+    """The top level must be a mapping; sections left empty (all keys commented out) mean defaults."""
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        raise LmtuneError(
+            f"{source}: expected a mapping of sections (model, data, …), got {type(raw).__name__}"
+        )
+    return {
+        key: ({} if value is None and key in RunConfig.model_fields else value) for key, value in raw.items()
+    }
+
+
 def parse_value(text: str) -> Any:
     """`--set` values are YAML scalars: 3e-5, true, null, [a, b]."""
     value = yaml.safe_load(text) if text != "" else ""
@@ -191,7 +224,9 @@ def apply_overrides(raw: dict, overrides: list[str]) -> dict:
         node = raw
         parts = key.strip().split(".")
         for part in parts[:-1]:
-            child = node.setdefault(part, {})
+            if node.get(part) is None:  # a section left empty in YAML reads as null
+                node[part] = {}
+            child = node[part]
             if not isinstance(child, dict):
                 raise LmtuneError(f"--set {key}: '{part}' is a value, not a section")
             node = child
@@ -230,7 +265,7 @@ def load_config(path: str | Path | None, overrides: list[str] | None = None) -> 
             raise LmtuneError(f"{where}: not valid YAML ({getattr(exc, 'problem', exc)})") from None
         except UnicodeDecodeError:
             raise LmtuneError(f"{path}: not UTF-8 text") from None
-    raw = apply_overrides(raw or {}, overrides or [])
+    raw = apply_overrides(_mapping(raw, source), overrides or [])
     config = validate(raw, source)
     if config.output.name is None:
         config.output.name = Path(path).stem if path is not None else "quickstart"

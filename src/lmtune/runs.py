@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -34,9 +35,8 @@ def last_complete_checkpoint(run_dir: Path) -> Path | None:
     starts from the last whole one.
     """
     folder = run_dir / "checkpoints"
-    candidates = sorted(
-        folder.glob("checkpoint-*"), key=lambda p: int(p.name.rsplit("-", 1)[-1]), reverse=True
-    )
+    numbered = [p for p in folder.glob("checkpoint-*") if p.name.rsplit("-", 1)[-1].isdigit()]
+    candidates = sorted(numbered, key=lambda p: int(p.name.rsplit("-", 1)[-1]), reverse=True)
     for candidate in candidates:
         try:
             json.loads((candidate / "trainer_state.json").read_text())
@@ -88,20 +88,27 @@ def _publish(partial: Path, final: Path) -> None:
     """Swap the finished run into place; an older run of the same name is removed only afterwards."""
     old = None
     if final.exists():
-        old = final.with_name(final.name + ".old")
-        if old.exists():
-            shutil.rmtree(old)
+        # a fresh hidden name: never a folder the user owns, such as `<name>.old`
+        old = Path(tempfile.mkdtemp(prefix=f".{final.name}.replaced-", dir=final.parent))
+        old.rmdir()
         final.rename(old)
     partial.rename(final)
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
 
 
-def check_run_dir(path: str | Path) -> Path:
-    """A finished run directory, or one clear error."""
+def read_run(path: str | Path) -> dict:
+    """The marker of a finished run directory (its task and name), or one clear error."""
     path = Path(path)
     if not path.is_dir():
         raise LmtuneError(f"run directory '{path}' does not exist")
-    if not (path / MARKER).is_file() or not (path / "model").is_dir():
-        raise LmtuneError(f"'{path}' is not a finished lmtune run directory (no {MARKER} or model/)")
-    return path
+    if not (path / MARKER).is_file() or not (path / "model" / "lmtune_model.json").is_file():
+        raise LmtuneError(
+            f"'{path}' is not a finished lmtune run directory (no {MARKER} or model/lmtune_model.json)"
+        )
+    try:
+        marker = json.loads((path / MARKER).read_text())
+        marker["task"]  # noqa: B018 - presence check
+    except (ValueError, KeyError, TypeError):
+        raise LmtuneError(f"{path / MARKER}: unreadable run marker; the run directory is damaged") from None
+    return marker

@@ -44,7 +44,10 @@ def _read_text(path: Path, encoding: str) -> str:
     if not raw.strip():
         raise LmtuneError(f"{path}: the file is empty")
     try:
-        return raw.decode(encoding)
+        # utf-8-sig: files saved as "CSV UTF-8" by spreadsheet programs start with a byte-order mark
+        return raw.decode(
+            "utf-8-sig" if encoding.lower().replace("_", "-") in ("utf-8", "utf8") else encoding
+        )
     except UnicodeDecodeError as exc:
         line = raw[: exc.start].count(b"\n") + 1
         raise LmtuneError(

@@ -20,20 +20,30 @@ def _stratify_or_none(labels: list[str], holdout: float) -> list[str] | None:
 
 
 def split_off(rows: Rows, fraction: float, seed: int, name: str) -> tuple[Rows, Rows]:
-    """Split `fraction` of rows off (stratified by label, seeded) and return (rest, held_out)."""
+    """Split `fraction` of rows off (stratified by label, seeded) and return (rest, held_out).
+
+    Rows of a class too rare to appear on both sides (one row) stay on the training side, so
+    that one rare class does not turn stratification off for all the others.
+    """
     if fraction <= 0:
         return rows, Rows([], [], [])
     n_holdout = int(round(fraction * len(rows)))
-    if n_holdout < 1 or n_holdout >= len(rows):
+    counts = Counter(rows.labels)
+    rare = [i for i, label in enumerate(rows.labels) if counts[label] < 2]
+    pool = [i for i, label in enumerate(rows.labels) if counts[label] >= 2]
+    if n_holdout < 1 or n_holdout >= len(pool):
         raise LmtuneError(
             f"data.split.{name} = {fraction:g} of {len(rows)} rows leaves an empty split; "
             "use more rows or another fraction"
         )
-    indices = list(range(len(rows)))
+    labels = [rows.labels[i] for i in pool]
     rest, held = train_test_split(
-        indices, test_size=n_holdout, random_state=seed, stratify=_stratify_or_none(rows.labels, fraction)
+        pool,
+        test_size=n_holdout,
+        random_state=seed,
+        stratify=_stratify_or_none(labels, n_holdout / len(pool)),
     )
-    return rows.subset(sorted(rest)), rows.subset(sorted(held))
+    return rows.subset(sorted(rest + rare)), rows.subset(sorted(held))
 
 
 def subsample(rows: Rows, n: int, seed: int) -> Rows:

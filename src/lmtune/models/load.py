@@ -95,11 +95,22 @@ def load_classifier(
         config.pad_token_id = pad_token_id
     attn = attention_for(attn_implementation)
     try:
-        model = AutoModelForSequenceClassification.from_pretrained(
-            str(path), config=config, attn_implementation=attn
-        )
-    except ValueError as exc:
-        if "attn" not in str(exc).lower() and "attention" not in str(exc).lower():
-            raise LmtuneError(f"model.name: cannot load '{path}' for classification ({exc})") from None
-        model = AutoModelForSequenceClassification.from_pretrained(str(path), config=config)
-    return model
+        try:
+            return AutoModelForSequenceClassification.from_pretrained(
+                str(path), config=config, attn_implementation=attn
+            )
+        except ValueError as exc:  # an architecture without this attention kernel: use its default
+            if "attn" not in str(exc).lower() and "attention" not in str(exc).lower():
+                raise
+            return AutoModelForSequenceClassification.from_pretrained(str(path), config=config)
+    except (OSError, ValueError) as exc:
+        message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise LmtuneError(f"model.name: cannot load '{path}' for classification ({message})") from None
+
+
+def position_limit(path: Path | str, tokenizer: PreTrainedTokenizerBase) -> int | None:
+    """The most tokens the model can read (learned position embeddings), or None when unbounded."""
+    config = AutoConfig.from_pretrained(str(path))
+    limits = [getattr(config, "max_position_embeddings", None), tokenizer.model_max_length]
+    limits = [n for n in limits if isinstance(n, int) and 0 < n < 1_000_000]
+    return min(limits) if limits else None

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import yaml
 from datasets import Dataset
 from sklearn.linear_model import LogisticRegression
 from tqdm.auto import tqdm
@@ -26,7 +27,14 @@ from lmtune.data.split import split_off, subsample
 from lmtune.errors import LmtuneError
 from lmtune.evaluate.metrics import classification_metrics, headline
 from lmtune.evaluate.report import write_report
-from lmtune.models.load import device, inference_attention, load_classifier, load_tokenizer, set_attention
+from lmtune.models.load import (
+    device,
+    inference_attention,
+    load_classifier,
+    load_tokenizer,
+    position_limit,
+    set_attention,
+)
 from lmtune.models.methods import apply_method, count_parameters
 from lmtune.runs import MARKER
 from lmtune.train import build_trainer, fit, resolve_precision
@@ -47,29 +55,34 @@ class Prepared:
 # ------------------------------------------------------------------------------------ data
 
 
-def read_options(config: RunConfig) -> tuple[dict, str | None]:
-    """Column names and file options: explicit config keys win over a bundled dataset's own."""
+def read_plan(config: RunConfig) -> dict[str, tuple[str, dict]]:
+    """Split name → (file, reader options). A bundled dataset's own reader settings apply to its own
+    files only; files the user names are read by their suffix and the explicit data.* keys."""
     d = config.data
-    options = {"text_column": "text", "label_column": "label", "encoding": "utf-8", "separator": None}
-    bundled_test = None
+    columns = {"text_column": d.text_column or "text", "label_column": d.label_column or "label"}
+    plan: dict[str, tuple[str, dict]] = {}
     if d.train.startswith(assets.PREFIX):
         files = assets.resolve_dataset(d.train)
-        options.update(
-            text_column=files.text_column,
-            label_column=files.label_column,
-            encoding=files.encoding,
-            **files.options,
-        )
-        options["train"] = str(files.train)
-        bundled_test = str(files.test) if files.test else None
-    else:
-        options["train"] = d.train
-    for key in ("text_column", "label_column", "encoding", "separator"):
-        if getattr(d, key) is not None:
-            options[key] = getattr(d, key)
-    if d.quoting != "auto" or "quoting" not in options:
-        options["quoting"] = d.quoting
-    return options, bundled_test
+        columns = {
+            "text_column": d.text_column or files.text_column,
+            "label_column": d.label_column or files.label_column,
+        }
+        bundled = {
+            **columns,
+            "encoding": d.encoding or files.encoding,
+            "separator": d.separator or files.options.get("separator"),
+            "quoting": d.quoting if d.quoting != "auto" else files.options.get("quoting", "auto"),
+        }
+        plan["train"] = (str(files.train), bundled)
+        if files.test:
+            plan["test"] = (str(files.test), bundled)
+    plan.setdefault("train", (d.train, {}))
+    user = {**columns, "encoding": d.encoding or "utf-8", "separator": d.separator, "quoting": d.quoting}
+    for name in ("train", "validation", "test"):
+        path = d.train if name == "train" else getattr(d, name)
+        if path and not path.startswith(assets.PREFIX):
+            plan[name] = (path, user)
+    return plan
 
 
 def _read(path: str, options: dict) -> Rows:
@@ -85,29 +98,26 @@ def _read(path: str, options: dict) -> Rows:
 
 def prepare(config: RunConfig) -> Prepared:
     d = config.data
-    options, bundled_test = read_options(config)
-    for key, path in (
-        ("data.train", options["train"]),
-        ("data.validation", d.validation),
-        ("data.test", d.test),
-    ):
-        if path is not None and not Path(path).is_file():
-            raise LmtuneError(f"{key}: file '{path}' does not exist")
-    train = _read(options["train"], options)
-    test_path = d.test or bundled_test
-    test = _read(test_path, options) if test_path else None
-    validation = _read(d.validation, options) if d.validation else None
+    resolve_precision(config.training.precision)  # an impossible precision fails before any work
+    plan = read_plan(config)
+    for name, (path, _) in plan.items():
+        if not Path(path).is_file():
+            raise LmtuneError(f"data.{name}: file '{path}' does not exist")
+    read = {name: _read(path, options) for name, (path, options) in plan.items()}
+    train, validation, test = read["train"], read.get("validation"), read.get("test")
     seed = d.split.seed
+    validation_fraction = d.split.validation
     if test is None:
         train, test = split_off(train, d.split.test, seed, "test")
+        validation_fraction = d.split.validation / (1 - d.split.test)  # a fraction of the whole file
     if validation is None:
-        train, validation = split_off(train, d.split.validation, seed, "validation")
+        train, validation = split_off(train, validation_fraction, seed, "validation")
     if d.max_train_rows:
         train = subsample(train, d.max_train_rows, seed)
     labels = sorted(set(train.labels))
     if len(labels) < 2:
         raise LmtuneError(
-            f"{options['train']}: column '{options['label_column']}' has one class ({labels[0]!r}); need ≥ 2"
+            f"{plan['train'][0]}: column '{plan['train'][1]['label_column']}' has one class ({labels[0]!r}); need ≥ 2"
         )
     known = set(labels)
     for split in (validation, test):
@@ -120,6 +130,11 @@ def prepare(config: RunConfig) -> Prepared:
         raise LmtuneError("data: the test split is empty; set data.test or data.split.test > 0")
     model_path = assets.resolve_model(config.model.name)
     tokenizer = load_tokenizer(model_path)
+    limit = position_limit(model_path, tokenizer)
+    if limit is not None and config.model.max_length > limit:
+        raise LmtuneError(
+            f"model.max_length = {config.model.max_length}: the model reads at most {limit} tokens; allowed: 4..{limit}"
+        )
     return Prepared(model_path, tokenizer, labels, train, validation, test)
 
 
@@ -138,6 +153,14 @@ def tokenized(
         data["token_type_ids"] = encoded["token_type_ids"]
     dataset = Dataset.from_dict(data)
     return dataset.select(np.argsort(data["length"], kind="stable")) if by_length else dataset
+
+
+def count_truncated(texts: list[str], lengths: list[int], tokenizer, max_length: int) -> int:
+    """Texts that lost tokens to max_length (those at the limit are re-counted without truncation)."""
+    at_limit = [text for text, length in zip(texts, lengths, strict=True) if length >= max_length]
+    if not at_limit:
+        return 0
+    return sum(len(ids) > max_length for ids in tokenizer(at_limit)["input_ids"])
 
 
 # ------------------------------------------------------------------------------- inference
@@ -193,7 +216,10 @@ def _mean_pooled(model, batch):
 
 
 def _precision(config: RunConfig, model) -> str:
-    return resolve_precision(config.training.precision, sum(p.numel() for p in model.parameters()))
+    requested = config.training.precision
+    if requested == "fp16" and not torch.cuda.is_available():
+        requested = "auto"  # a run trained in fp16 on a GPU still scores on a CPU
+    return resolve_precision(requested, sum(p.numel() for p in model.parameters()))
 
 
 def _infer(config: RunConfig, model, tokenizer, texts, step, desc):
@@ -253,6 +279,7 @@ def _save_splits(prepared: Prepared, folder: Path) -> None:
 
 def train(config: RunConfig, prepared: Prepared, run_dir: Path, resume: bool = False) -> dict:
     """Baselines, fine-tune, test, save model + metrics + report into run_dir; return metrics."""
+    _check_resumable(run_dir, config, resume)
     (run_dir / "config.yaml").write_text(dump_config(config))
     _save_splits(prepared, run_dir / "data")
     labels = prepared.labels
@@ -280,7 +307,7 @@ def train(config: RunConfig, prepared: Prepared, run_dir: Path, resume: bool = F
     )
     max_length = config.model.max_length
     train_dataset = tokenized(prepared.train, tokenizer, max_length, label2id)
-    truncated = sum(length >= max_length for length in train_dataset["length"])
+    truncated = count_truncated(prepared.train.texts, train_dataset["length"], tokenizer, max_length)
     print(
         f"data: {len(prepared.train)} train / {len(prepared.validation)} validation / {len(prepared.test)} test rows, "
         f"{len(labels)} classes; {truncated} training texts cut to model.max_length={max_length}"
@@ -301,7 +328,7 @@ def train(config: RunConfig, prepared: Prepared, run_dir: Path, resume: bool = F
     model = trainer.model
     results["tuned"] = score(config, model, tokenizer, prepared.test, labels, "tuned: test")
 
-    _save_model(config, model, tokenizer, labels, run_dir / "model")
+    _save_model(config, prepared.model_path, model, tokenizer, labels, run_dir / "model")
     runtime = next((h for h in reversed(history) if "train_runtime" in h), {})
     metrics = {
         "test": results,
@@ -318,7 +345,6 @@ def train(config: RunConfig, prepared: Prepared, run_dir: Path, resume: bool = F
         "labels": labels,
     }
     (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
-    _prune_checkpoints(run_dir / "checkpoints", metrics["best_checkpoint"])
     write_report(
         run_dir / "report.html",
         title=f"lmtune run: {config.output.name}",
@@ -339,7 +365,29 @@ def train(config: RunConfig, prepared: Prepared, run_dir: Path, resume: bool = F
         config_text=dump_config(config),
     )
     (run_dir / MARKER).write_text(json.dumps({"task": "classify", "name": config.output.name}))
+    _prune_checkpoints(run_dir / "checkpoints", metrics["best_checkpoint"])  # last: resume needs them
     return metrics
+
+
+def _check_resumable(run_dir: Path, config: RunConfig, resume: bool) -> None:
+    """Resuming with a changed config would silently mix two runs: refuse, naming the keys."""
+    saved = run_dir / "config.yaml"
+    if not resume or not saved.is_file():
+        return
+    before = yaml.safe_load(saved.read_text())
+    after = config.model_dump(mode="json")
+    changed = [
+        f"{section}.{key}"
+        for section in after
+        for key in (after[section] if isinstance(after[section], dict) else [None])
+        if (before.get(section, {}).get(key) if key else before.get(section))
+        != (after[section][key] if key else after[section])
+    ]
+    if changed:
+        raise LmtuneError(
+            f"--resume: the config differs from the interrupted run's in {', '.join(changed)}; "
+            "resume with the same config or start again with --overwrite"
+        )
 
 
 def _prune_checkpoints(folder: Path, keep: str | None) -> None:
@@ -355,7 +403,7 @@ def _prune_checkpoints(folder: Path, keep: str | None) -> None:
                 (checkpoint / state).unlink(missing_ok=True)
 
 
-def _save_model(config: RunConfig, model, tokenizer, labels: list[str], folder: Path) -> None:
+def _save_model(config: RunConfig, base_path, model, tokenizer, labels: list[str], folder: Path) -> None:
     model.save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     (folder / "labels.json").write_text(json.dumps(labels, ensure_ascii=False))
@@ -364,6 +412,7 @@ def _save_model(config: RunConfig, model, tokenizer, labels: list[str], folder: 
             {
                 "task": "classify",
                 "base_model": config.model.name,
+                "base_path": str(Path(base_path).resolve()),
                 "method": config.method.name,
                 "adapter": config.method.name == "lora",
                 "max_length": config.model.max_length,
@@ -390,7 +439,7 @@ def load_run(run_dir: Path):
         from peft import PeftModel
 
         base = load_classifier(
-            assets.resolve_model(info["base_model"]),
+            _base_of(info),
             labels,
             attn_implementation=info["attn_implementation"],
             pad_token_id=tokenizer.pad_token_id,
@@ -401,17 +450,30 @@ def load_run(run_dir: Path):
     return config, model, tokenizer, labels
 
 
-def evaluate(
-    run_dir: Path, data: str | None = None, text_column: str | None = None, label_column: str | None = None
-) -> dict:
-    """Score a finished run on its own test split, or on any labelled file."""
+def _base_of(info: dict) -> Path:
+    """An adapter's base model: bundled names resolve afresh (the cache may move), paths as saved."""
+    if info["base_model"].startswith(assets.PREFIX):
+        return Path(assets.resolve_model(info["base_model"]))
+    path = Path(info.get("base_path") or info["base_model"])
+    if not (path / "config.json").is_file():
+        raise LmtuneError(f"this run's adapter needs its base model at '{path}', which is gone")
+    return path
+
+
+def evaluate(run_dir: Path, data: str | None = None, **reader: str | None) -> dict:
+    """Score a finished run on its own test split, or on any labelled file.
+
+    `reader` (text_column, label_column, separator, encoding) overrides how `data` is read; by
+    default it is read like the user files of the run (same columns, suffix-based format).
+    """
     config, model, tokenizer, labels = load_run(run_dir)
     if data is None:
         rows = read_labelled(run_dir / "data" / "test.jsonl", "text", "label")
     else:
-        options, _ = read_options(config)
-        options["text_column"] = text_column or options["text_column"]
-        options["label_column"] = label_column or options["label_column"]
+        if not Path(data).is_file():
+            raise LmtuneError(f"--data: file '{data}' does not exist")
+        config.data.test = data  # read as a user file of this run's config
+        options = {**read_plan(config)["test"][1], **{k: v for k, v in reader.items() if v is not None}}
         rows = _read(data, options)
     known = set(labels)
     for label, where in zip(rows.labels, rows.where, strict=True):
