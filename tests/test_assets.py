@@ -81,3 +81,18 @@ def test_smollm2_gguf_converts_once_and_rebuilds_a_corrupt_cache(tmp_path, monke
     )
     assert "Paris" in answer
     assert not list(tmp_path.glob("models/.smollm2*"))  # no temporary leftovers
+
+
+def test_bundled_reader_settings_apply_to_bundled_files_only(tmp_path):
+    from lmtune.tasks.classify import read_plan
+
+    user_test = tmp_path / "mine.csv"
+    config = validate({"data": {"train": "bundled:drug-reviews", "test": str(user_test)}}, "test")
+    plan = read_plan(config)
+    assert plan["train"][1]["separator"] == "\t" and plan["train"][1]["quoting"] == "csv"
+    path, options = plan["test"]
+    assert path == str(user_test)
+    assert options["separator"] is None and options["encoding"] == "utf-8" and options["quoting"] == "auto"
+    assert options["text_column"] == "review"  # same columns as the data it must match
+    tweets = read_plan(validate({"data": {"train": "bundled:tweets", "validation": str(user_test)}}, "test"))
+    assert tweets["train"][1]["encoding"] == "latin-1" and tweets["validation"][1]["encoding"] == "utf-8"

@@ -161,6 +161,7 @@ def test_resume_after_kill_matches_uninterrupted_run(tiny_model_dir, tmp_path):
     assert not (tmp_path / "runs" / "killed").exists()
 
     assert main(["train", path]) == 2  # a plain re-run refuses to discard the interrupted one
+    assert main(["train", path, "--resume", "--set", "training.learning_rate=0.001"]) == 2  # not the same run
     assert main(["train", path, "--resume"]) == 0
     straight = json.loads((tmp_path / "runs" / "straight" / "metrics.json").read_text())
     resumed = json.loads((tmp_path / "runs" / "killed" / "metrics.json").read_text())
@@ -171,13 +172,18 @@ def test_resume_after_kill_matches_uninterrupted_run(tiny_model_dir, tmp_path):
 
 
 def test_same_config_and_seed_give_same_metrics(tiny_model_dir, labelled_csv, tmp_path):
-    raw = tiny_config(tiny_model_dir("roberta"), labelled_csv, tmp_path / "runs", method={"name": "lora"})
-    results = []
-    for name in ("a", "b"):
+    training = {"epochs": 6, "learning_rate": 2e-3, "early_stopping": {"patience": None}}
+    raw = tiny_config(tiny_model_dir("roberta"), labelled_csv, tmp_path / "runs", training=training)
+    results, losses = [], []
+    for name in ("a", "b", "c"):
         raw["output"]["name"] = name
+        raw["training"]["seed"] = 7 if name == "c" else 42
         assert main(["train", config_file(tmp_path, raw, f"{name}.yaml")]) == 0
         results.append(json.loads((tmp_path / "runs" / name / "metrics.json").read_text())["test"])
-    assert results[0] == results[1]
+        history = json.loads((tmp_path / "runs" / name / "history.json").read_text())
+        losses.append([h["loss"] for h in history if "loss" in h])
+    assert results[0] == results[1] and losses[0] == losses[1]
+    assert losses[0] != losses[2]  # the seed matters: the equality above is not vacuous
 
 
 def test_ctrl_c_keeps_checkpoints_and_says_how_to_resume(tiny_model_dir, tmp_path):
@@ -206,3 +212,74 @@ def test_missing_data_file_names_the_config_key(tiny_model_dir, tmp_path, capsys
     raw["data"]["test"] = str(tmp_path / "missing-test.csv")
     assert main(["train", config_file(tmp_path, raw)]) == 2
     assert f"data.test: file '{tmp_path / 'missing-test.csv'}' does not exist" in capsys.readouterr().err
+
+
+def test_failure_during_training_keeps_the_old_run_and_its_neighbours(
+    finished_run, tiny_model_dir, tmp_path, capsys
+):
+    run_dir, data = finished_run
+    before = (run_dir / "metrics.json").read_text()
+    neighbour = run_dir.with_name("run.old")
+    neighbour.mkdir(exist_ok=True)
+    (neighbour / "keep.txt").write_text("mine")
+    raw = tiny_config(
+        tiny_model_dir("bert"),
+        data,
+        run_dir.parent,
+        method={"name": "lora", "lora": {"target_modules": ["qkv"]}},
+    )
+    assert (
+        main(["train", config_file(tmp_path, raw), "--overwrite"]) == 2
+    )  # fails inside the run, after open_run
+    assert "target_modules" in capsys.readouterr().err
+    assert (run_dir / "metrics.json").read_text() == before
+    assert not run_dir.with_name("run.partial").exists()
+    raw["method"] = {"name": "full"}
+    assert main(["train", config_file(tmp_path, raw), "--overwrite"]) == 0
+    assert (neighbour / "keep.txt").read_text() == "mine"  # replacing a run never touches other folders
+    assert not [p for p in run_dir.parent.iterdir() if p.name.startswith(".run.replaced")]
+
+
+def test_a_folder_that_is_not_a_run_is_never_replaced(tiny_model_dir, labelled_csv, tmp_path, capsys):
+    precious = tmp_path / "runs" / "run"
+    precious.mkdir(parents=True)
+    (precious / "thesis.tex").write_text("years of work")
+    raw = tiny_config(tiny_model_dir("bert"), labelled_csv, tmp_path / "runs")
+    assert main(["train", config_file(tmp_path, raw), "--overwrite"]) == 2
+    assert "is not an lmtune run directory; lmtune will not replace it" in capsys.readouterr().err
+    assert (precious / "thesis.tex").read_text() == "years of work"
+
+
+def test_model_input_errors_are_one_line(tiny_model_dir, labelled_csv, tmp_path, capsys):
+    raw = tiny_config(tiny_model_dir("bert"), labelled_csv, tmp_path / "runs", model={"max_length": 1024})
+    assert main(["train", config_file(tmp_path, raw)]) == 2
+    assert (
+        "model.max_length = 1024: the model reads at most 128 tokens; allowed: 4..128"
+        in capsys.readouterr().err
+    )
+    weightless = tmp_path / "weightless"
+    weightless.mkdir()
+    for name in ("config.json", "tokenizer.json", "tokenizer_config.json"):
+        (weightless / name).write_bytes((tiny_model_dir("bert") / name).read_bytes())
+    raw = tiny_config(weightless, labelled_csv, tmp_path / "runs")
+    assert main(["train", config_file(tmp_path, raw, "w.yaml")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"lmtune: error: model.name: cannot load '{weightless}'") and "\n" not in err
+    assert not (tmp_path / "runs").exists()  # it failed before any run directory was made
+
+
+def test_damaged_run_directories_and_files(finished_run, tmp_path, capsys):
+    run_dir, _ = finished_run
+    latin = tmp_path / "latin.txt"
+    latin.write_bytes(b"caf\xe9\n")
+    assert main(["predict", str(run_dir), "--file", str(latin)]) == 2
+    assert "not UTF-8 text (byte 0xe9)" in capsys.readouterr().err
+    copy = tmp_path / "copy"
+    (copy / "model").mkdir(parents=True)
+    (copy / "model" / "lmtune_model.json").write_text("{}")
+    (copy / "lmtune_run.json").write_text("{not json")
+    assert main(["predict", str(copy), "x"]) == 2
+    assert "unreadable run marker" in capsys.readouterr().err
+    (copy / "lmtune_run.json").write_text('{"task": "regress"}')
+    assert main(["eval", str(copy)]) == 2
+    assert "made by task 'regress', which this lmtune does not have" in capsys.readouterr().err

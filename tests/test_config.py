@@ -111,3 +111,32 @@ def test_every_example_config_is_valid():
     assert examples
     for path in examples:
         assert load_config(path).output.name == path.stem
+
+
+@pytest.mark.parametrize("name", ["", ".", "..", "a/b", "../up", ".hidden"])
+def test_output_name_must_be_one_plain_folder(tmp_path, name):
+    with pytest.raises(LmtuneError, match="output.name = .*must be one plain folder name"):
+        load_config(write(tmp_path, {"output": {"name": name}}))
+
+
+def test_numeric_output_name_from_set_is_a_name(tmp_path):
+    assert load_config(write(tmp_path, {}), ["output.name=2024"]).output.name == "2024"
+
+
+@pytest.mark.parametrize(("value", "expected"), [("tab", "\t"), ("\\t", "\t"), (";", ";")])
+def test_separator_accepts_one_character_or_tab(tmp_path, value, expected):
+    assert load_config(write(tmp_path, {"data": {"separator": value}})).data.separator == expected
+
+
+def test_separator_of_several_characters_is_an_error(tmp_path):
+    with pytest.raises(LmtuneError, match=r"data.separator = '\|\|': must be one character"):
+        load_config(write(tmp_path, {"data": {"separator": "||"}}))
+
+
+def test_empty_sections_and_non_mapping_configs(tmp_path):
+    path = write(tmp_path, "training:\n  # epochs: 3\nmethod:\n")
+    assert load_config(path).training.epochs == 3.0
+    assert load_config(path, ["training.epochs=1"]).training.epochs == 1.0
+    listing = write(tmp_path, "- a\n- b\n")
+    with pytest.raises(LmtuneError, match="expected a mapping of sections"):
+        load_config(listing, ["training.epochs=1"])

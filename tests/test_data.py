@@ -106,3 +106,18 @@ def test_reads_sst2_glue_tsv():
     rows = read_labelled(SHARED / "sst2" / "dev.tsv", "sentence", "label")
     assert len(rows) == 872
     assert Counter(rows.labels) == {"0": 428, "1": 444}
+
+
+def test_byte_order_mark_is_not_part_of_the_first_column(tmp_path):
+    path = tmp_path / "excel.csv"
+    path.write_bytes("text,label\nbonjour,a\n".encode("utf-8-sig"))
+    assert read_labelled(path, "text", "label").texts == ["bonjour"]
+
+
+def test_a_single_row_class_stays_in_train_and_the_rest_is_still_stratified(tmp_path):
+    rows = synthetic_rows(100) + [("one of a kind", "rare")]
+    data = read_labelled(write_csv(tmp_path / "r.csv", rows), "text", "label")
+    for seed in range(20):
+        rest, held = split_off(data, 0.2, seed, "test")
+        assert "rare" in rest.labels and "rare" not in held.labels
+        assert Counter(held.labels) == {"pos": 10, "neg": 10}

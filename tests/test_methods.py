@@ -11,7 +11,7 @@ from safetensors.torch import load_file
 
 from lmtune.config import validate
 from lmtune.runs import open_run
-from lmtune.tasks.classify import load_run, predict, prepare, train
+from lmtune.tasks.classify import evaluate, load_run, predict, prepare, train
 
 ARCHS = ["bert", "roberta", "xlnet"]
 METHODS = {
@@ -69,8 +69,16 @@ def test_method_trains_saves_and_predicts(tiny_model_dir, labelled_csv, tmp_path
     assert set(metrics["test"]) == {"base", "tuned"}
     assert 0.0 <= metrics["test"]["tuned"]["f1_macro"] <= 1.0
 
-    # the saved run alone reproduces the test metrics and labels new texts
-    _, model, _, labels = load_run(run_dir)
+    # the saved run alone reproduces the test metrics and labels new texts; nothing in it is
+    # re-initialised on load (a fresh head would make the logits depend on the torch seed)
+    assert evaluate(run_dir) == metrics["test"]["tuned"]
+    logits = []
+    for seed in (0, 1):
+        torch.manual_seed(seed)
+        _, model, tokenizer, labels = load_run(run_dir)
+        with torch.inference_mode():
+            logits.append(model.eval()(**tokenizer(["the movie was great"], return_tensors="pt")).logits)
+    assert torch.allclose(logits[0], logits[1])
     assert labels == ["neg", "pos"]
     results = predict(run_dir, ["the movie was great", "the food was awful"])
     assert [set(r["scores"]) for r in results] == [{"neg", "pos"}] * 2

@@ -74,10 +74,17 @@ def test_dropout_override_reaches_every_dropout_rate(tiny_model_dir):
     assert xlnet.config.dropout == 0.25 and xlnet.config.summary_last_dropout == 0.25
 
 
-def test_precision_choices():
-    assert resolve_precision("fp32") == "fp32"
-    assert resolve_precision("auto") in {"bf16", "fp32", "fp16"}
+def test_precision_choices(monkeypatch):
     import torch
+
+    assert resolve_precision("fp32") == "fp32"
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda: True)
+    assert resolve_precision("auto", 22_000_000) == "fp32"  # small models are launch-bound on GPUs
+    assert resolve_precision("auto", 135_000_000) == "bf16"
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda: False)
+    assert resolve_precision("auto", 135_000_000) == "fp16"
+    monkeypatch.undo()
 
     if not torch.cuda.is_available():
         from lmtune.errors import LmtuneError

@@ -58,6 +58,10 @@ def open_run(config: RunConfig, *, resume: bool = False, overwrite: bool = False
         raise LmtuneError(
             f"run directory '{final}' exists; pass --overwrite to replace it or set output.name"
         )
+    if final.exists() and not (final / MARKER).is_file():
+        raise LmtuneError(
+            f"'{final}' exists and is not an lmtune run directory; lmtune will not replace it: set output.name"
+        )
     if resume:
         if not partial.is_dir() or not _has_checkpoint(partial):
             raise LmtuneError(f"--resume: no interrupted run with checkpoints at '{partial}'")

@@ -46,6 +46,7 @@ class Prepared:
 
     model_path: Path | str
     tokenizer: object
+    model: object  # loaded here so that a broken model fails before a run directory exists
     labels: list[str]
     train: Rows
     validation: Rows
@@ -135,7 +136,15 @@ def prepare(config: RunConfig) -> Prepared:
         raise LmtuneError(
             f"model.max_length = {config.model.max_length}: the model reads at most {limit} tokens; allowed: 4..{limit}"
         )
-    return Prepared(model_path, tokenizer, labels, train, validation, test)
+    set_seed(config.training.seed)  # the new classification head is initialised from the seed
+    model = load_classifier(
+        model_path,
+        labels,
+        attn_implementation=config.model.attn_implementation,
+        dropout=config.model.dropout,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    return Prepared(model_path, tokenizer, model, labels, train, validation, test)
 
 
 def tokenized(
@@ -284,15 +293,7 @@ def train(config: RunConfig, prepared: Prepared, run_dir: Path, resume: bool = F
     _save_splits(prepared, run_dir / "data")
     labels = prepared.labels
     label2id = {label: i for i, label in enumerate(labels)}
-    tokenizer = prepared.tokenizer
-    set_seed(config.training.seed)
-    model = load_classifier(
-        prepared.model_path,
-        labels,
-        attn_implementation=config.model.attn_implementation,
-        dropout=config.model.dropout,
-        pad_token_id=tokenizer.pad_token_id,
-    )
+    tokenizer, model = prepared.tokenizer, prepared.model
     results: dict[str, dict] = {}
     if "base" in config.evaluation.baselines:
         results["base"] = score(config, model, tokenizer, prepared.test, labels, "base: test")
