@@ -97,8 +97,8 @@ def test_inference_picks_attention_by_batch_length_and_restores_it(tiny_model_di
     import numpy as np
     import torch
 
+    from lmtune.models.infer import forward_batches, logits_step
     from lmtune.models.load import load_tokenizer
-    from lmtune.tasks.classify import _logits, forward_batches
 
     if torch.cuda.is_available():
         pytest.skip("the length rule applies on CPU")
@@ -111,7 +111,7 @@ def test_inference_picks_attention_by_batch_length_and_restores_it(tiny_model_di
     )
     tokenizer = load_tokenizer(tiny_model_dir("bert"))
     texts = ["short text", " ".join(["word"] * 100)]
-    kwargs = dict(max_length=128, batch_size=1, precision="fp32", step=_logits, desc="test")
+    kwargs = dict(max_length=128, batch_size=1, precision="fp32", step=logits_step, desc="test")
     auto = forward_batches(model, tokenizer, texts, attention="auto", **kwargs)
     assert switches == ["sdpa", "eager"]  # the 102-token batch ran on sdpa, then training's kernel is back
     eager = forward_batches(model, tokenizer, texts, attention="eager", **kwargs)

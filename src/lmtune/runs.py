@@ -12,6 +12,8 @@ import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 
+import yaml
+
 from lmtune.config import RunConfig
 from lmtune.errors import LmtuneError
 
@@ -86,6 +88,40 @@ def open_run(config: RunConfig, *, resume: bool = False, overwrite: bool = False
             shutil.rmtree(partial, ignore_errors=True)
         raise
     _publish(partial, final)
+
+
+def check_resumable(run_dir: Path, config: RunConfig, resume: bool) -> None:
+    """Resuming with a changed config would silently mix two runs: refuse, naming the keys."""
+    saved = run_dir / "config.yaml"
+    if not resume or not saved.is_file():
+        return
+    before = yaml.safe_load(saved.read_text())
+    after = config.model_dump(mode="json")
+    changed = [
+        f"{section}.{key}"
+        for section in after
+        for key in (after[section] if isinstance(after[section], dict) else [None])
+        if (before.get(section, {}).get(key) if key else before.get(section))
+        != (after[section][key] if key else after[section])
+    ]
+    if changed:
+        raise LmtuneError(
+            f"--resume: the config differs from the interrupted run's in {', '.join(changed)}; "
+            "resume with the same config or start again with --overwrite"
+        )
+
+
+def prune_checkpoints(folder: Path, keep: str | None) -> None:
+    """After a finished run, keep only the best checkpoint, without the optimizer state: model/ holds
+    the same weights and a finished run is never resumed (saves ~2x the model size on disk)."""
+    if not folder.is_dir():
+        return
+    for checkpoint in folder.glob("checkpoint-*"):
+        if checkpoint.name != keep:
+            shutil.rmtree(checkpoint, ignore_errors=True)
+        else:
+            for state in ("optimizer.pt", "scheduler.pt"):
+                (checkpoint / state).unlink(missing_ok=True)
 
 
 def _publish(partial: Path, final: Path) -> None:

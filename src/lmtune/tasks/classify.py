@@ -8,16 +8,13 @@ linear probe (logistic regression on the frozen body's mean-pooled embeddings): 
 from __future__ import annotations
 
 import json
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
-import yaml
 from datasets import Dataset
 from sklearn.linear_model import LogisticRegression
-from tqdm.auto import tqdm
 from transformers import DataCollatorWithPadding, set_seed
 
 from lmtune import assets
@@ -27,16 +24,10 @@ from lmtune.data.split import split_off, subsample
 from lmtune.errors import LmtuneError
 from lmtune.evaluate.metrics import classification_metrics, headline
 from lmtune.evaluate.report import write_report
-from lmtune.models.load import (
-    device,
-    inference_attention,
-    load_classifier,
-    load_tokenizer,
-    position_limit,
-    set_attention,
-)
+from lmtune.models.infer import forward_batches, logits_step, mean_pooled_step
+from lmtune.models.load import load_classifier, load_tokenizer, position_limit
 from lmtune.models.methods import apply_method, count_parameters
-from lmtune.runs import MARKER
+from lmtune.runs import MARKER, check_resumable, prune_checkpoints
 from lmtune.train import build_trainer, fit, resolve_precision
 
 
@@ -175,55 +166,6 @@ def count_truncated(texts: list[str], lengths: list[int], tokenizer, max_length:
 # ------------------------------------------------------------------------------- inference
 
 
-def forward_batches(
-    model,
-    tokenizer,
-    texts: list[str],
-    *,
-    max_length: int,
-    batch_size: int,
-    precision: str,
-    attention: str,
-    step,
-    desc: str,
-):
-    """Run `step(model, batch)` over texts in length-sorted batches; outputs come back in input order."""
-    model.eval()
-    model.to(device())  # outside inference mode: weights moved inside it could never train again
-    order = np.argsort([len(t) for t in texts], kind="stable")
-    outputs: list[np.ndarray] = [None] * len(texts)  # type: ignore[list-item]
-    autocast = torch.autocast(device().type, dtype=torch.bfloat16, enabled=precision == "bf16")
-    trained_with = model.config._attn_implementation
-    with tqdm(total=len(texts), desc=desc, unit="ex", leave=False) as bar, autocast, torch.inference_mode():
-        for start in range(0, len(texts), batch_size):
-            index = order[start : start + batch_size]
-            batch = tokenizer(
-                [texts[i] for i in index],
-                truncation=True,
-                max_length=max_length,
-                padding=True,
-                return_tensors="pt",
-            ).to(device())
-            set_attention(model, inference_attention(attention, batch["input_ids"].shape[1]) or trained_with)
-            result = step(model, batch).float().cpu().numpy()
-            for i, row in zip(index, result, strict=True):
-                outputs[i] = row
-            bar.update(len(index))
-    set_attention(model, trained_with)
-    return np.stack(outputs)
-
-
-def _logits(model, batch):
-    return model(**batch).logits
-
-
-def _mean_pooled(model, batch):
-    body = model.get_base_model() if hasattr(model, "get_base_model") else model
-    hidden = getattr(body, body.base_model_prefix)(**batch).last_hidden_state
-    mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
-    return (hidden * mask).sum(1) / mask.sum(1).clamp(min=1)
-
-
 def _precision(config: RunConfig, model) -> str:
     requested = config.training.precision
     if requested == "fp16" and not torch.cuda.is_available():
@@ -248,9 +190,11 @@ def _infer(config: RunConfig, model, tokenizer, texts, step, desc):
 def linear_probe(config: RunConfig, model, prepared: Prepared, label2id: dict[str, int]) -> dict:
     """Logistic regression on the frozen body's mean-pooled embeddings, scored on the test split."""
     train_x = _infer(
-        config, model, prepared.tokenizer, prepared.train.texts, _mean_pooled, "probe: embed train"
+        config, model, prepared.tokenizer, prepared.train.texts, mean_pooled_step, "probe: embed train"
     )
-    test_x = _infer(config, model, prepared.tokenizer, prepared.test.texts, _mean_pooled, "probe: embed test")
+    test_x = _infer(
+        config, model, prepared.tokenizer, prepared.test.texts, mean_pooled_step, "probe: embed test"
+    )
     probe = LogisticRegression(max_iter=2000, random_state=config.training.seed)
     probe.fit(train_x, [label2id[label] for label in prepared.train.labels])
     return classification_metrics(
@@ -260,7 +204,7 @@ def linear_probe(config: RunConfig, model, prepared: Prepared, label2id: dict[st
 
 def score(config: RunConfig, model, tokenizer, rows: Rows, labels: list[str], desc: str) -> dict:
     label2id = {label: i for i, label in enumerate(labels)}
-    logits = _infer(config, model, tokenizer, rows.texts, _logits, desc)
+    logits = _infer(config, model, tokenizer, rows.texts, logits_step, desc)
     return classification_metrics([label2id[label] for label in rows.labels], logits.argmax(-1), labels)
 
 
@@ -288,7 +232,7 @@ def _save_splits(prepared: Prepared, folder: Path) -> None:
 
 def train(config: RunConfig, prepared: Prepared, run_dir: Path, resume: bool = False) -> dict:
     """Baselines, fine-tune, test, save model + metrics + report into run_dir; return metrics."""
-    _check_resumable(run_dir, config, resume)
+    check_resumable(run_dir, config, resume)
     (run_dir / "config.yaml").write_text(dump_config(config))
     _save_splits(prepared, run_dir / "data")
     labels = prepared.labels
@@ -366,42 +310,8 @@ def train(config: RunConfig, prepared: Prepared, run_dir: Path, resume: bool = F
         config_text=dump_config(config),
     )
     (run_dir / MARKER).write_text(json.dumps({"task": "classify", "name": config.output.name}))
-    _prune_checkpoints(run_dir / "checkpoints", metrics["best_checkpoint"])  # last: resume needs them
+    prune_checkpoints(run_dir / "checkpoints", metrics["best_checkpoint"])  # last: resume needs them
     return metrics
-
-
-def _check_resumable(run_dir: Path, config: RunConfig, resume: bool) -> None:
-    """Resuming with a changed config would silently mix two runs: refuse, naming the keys."""
-    saved = run_dir / "config.yaml"
-    if not resume or not saved.is_file():
-        return
-    before = yaml.safe_load(saved.read_text())
-    after = config.model_dump(mode="json")
-    changed = [
-        f"{section}.{key}"
-        for section in after
-        for key in (after[section] if isinstance(after[section], dict) else [None])
-        if (before.get(section, {}).get(key) if key else before.get(section))
-        != (after[section][key] if key else after[section])
-    ]
-    if changed:
-        raise LmtuneError(
-            f"--resume: the config differs from the interrupted run's in {', '.join(changed)}; "
-            "resume with the same config or start again with --overwrite"
-        )
-
-
-def _prune_checkpoints(folder: Path, keep: str | None) -> None:
-    """After a finished run, keep only the best checkpoint, without the optimizer state: model/ holds
-    the same weights and a finished run is never resumed (saves ~2x the model size on disk)."""
-    if not folder.is_dir():
-        return
-    for checkpoint in folder.glob("checkpoint-*"):
-        if checkpoint.name != keep:
-            shutil.rmtree(checkpoint, ignore_errors=True)
-        else:
-            for state in ("optimizer.pt", "scheduler.pt"):
-                (checkpoint / state).unlink(missing_ok=True)
 
 
 def _save_model(config: RunConfig, base_path, model, tokenizer, labels: list[str], folder: Path) -> None:
@@ -488,7 +398,7 @@ def evaluate(run_dir: Path, data: str | None = None, **reader: str | None) -> di
 def predict(run_dir: Path, texts: list[str]) -> list[dict]:
     """Label and class probabilities for each text."""
     config, model, tokenizer, labels = load_run(run_dir)
-    logits = _infer(config, model, tokenizer, texts, _logits, "predict")
+    logits = _infer(config, model, tokenizer, texts, logits_step, "predict")
     probs = torch.softmax(torch.from_numpy(logits), -1).numpy()
     return [
         {

@@ -1,0 +1,58 @@
+"""Batched inference for any model: length-sorted batches, autocast, the fastest attention per batch."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from lmtune.models.load import device, inference_attention, set_attention
+
+
+def forward_batches(
+    model,
+    tokenizer,
+    texts: list[str],
+    *,
+    max_length: int,
+    batch_size: int,
+    precision: str,
+    attention: str,
+    step,
+    desc: str,
+):
+    """Run `step(model, batch)` over texts in length-sorted batches; outputs come back in input order."""
+    model.eval()
+    model.to(device())  # outside inference mode: weights moved inside it could never train again
+    order = np.argsort([len(t) for t in texts], kind="stable")
+    outputs: list[np.ndarray] = [None] * len(texts)  # type: ignore[list-item]
+    autocast = torch.autocast(device().type, dtype=torch.bfloat16, enabled=precision == "bf16")
+    trained_with = model.config._attn_implementation
+    with tqdm(total=len(texts), desc=desc, unit="ex", leave=False) as bar, autocast, torch.inference_mode():
+        for start in range(0, len(texts), batch_size):
+            index = order[start : start + batch_size]
+            batch = tokenizer(
+                [texts[i] for i in index],
+                truncation=True,
+                max_length=max_length,
+                padding=True,
+                return_tensors="pt",
+            ).to(device())
+            set_attention(model, inference_attention(attention, batch["input_ids"].shape[1]) or trained_with)
+            result = step(model, batch).float().cpu().numpy()
+            for i, row in zip(index, result, strict=True):
+                outputs[i] = row
+            bar.update(len(index))
+    set_attention(model, trained_with)
+    return np.stack(outputs)
+
+
+def logits_step(model, batch):
+    return model(**batch).logits
+
+
+def mean_pooled_step(model, batch):
+    body = model.get_base_model() if hasattr(model, "get_base_model") else model
+    hidden = getattr(body, body.base_model_prefix)(**batch).last_hidden_state
+    mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
+    return (hidden * mask).sum(1) / mask.sum(1).clamp(min=1)
