@@ -137,6 +137,9 @@ def _train_process(config_path, *extra):
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
+        # a shell that runs jobs in the background starts them with SIGINT ignored, and Python then
+        # never turns Ctrl-C into KeyboardInterrupt: give the child the default disposition back
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
 
 

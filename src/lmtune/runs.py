@@ -95,20 +95,23 @@ def check_resumable(run_dir: Path, config: RunConfig, resume: bool) -> None:
     saved = run_dir / "config.yaml"
     if not resume or not saved.is_file():
         return
-    before = yaml.safe_load(saved.read_text())
-    after = config.model_dump(mode="json")
-    changed = [
-        f"{section}.{key}"
-        for section in after
-        for key in (after[section] if isinstance(after[section], dict) else [None])
-        if (before.get(section, {}).get(key) if key else before.get(section))
-        != (after[section][key] if key else after[section])
-    ]
+    before = _flat(yaml.safe_load(saved.read_text()) or {})
+    after = _flat(config.model_dump(mode="json"))
+    changed = sorted(key for key in before.keys() | after.keys() if before.get(key) != after.get(key))
     if changed:
         raise LmtuneError(
             f"--resume: the config differs from the interrupted run's in {', '.join(changed)}; "
             "resume with the same config or start again with --overwrite"
         )
+
+
+def _flat(config: dict) -> dict:
+    """{"training": {"seed": 1}} → {"training.seed": 1}: one level, enough to name a changed key."""
+    return {
+        f"{section}.{key}" if key else section: value
+        for section, body in config.items()
+        for key, value in (body.items() if isinstance(body, dict) else [("", body)])
+    }
 
 
 def prune_checkpoints(folder: Path, keep: str | None) -> None:
