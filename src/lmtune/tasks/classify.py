@@ -18,7 +18,7 @@ from sklearn.linear_model import LogisticRegression
 from transformers import DataCollatorWithPadding, set_seed
 
 from lmtune import assets
-from lmtune.config import RunConfig, dump_config
+from lmtune.config import RunConfig, dump_config, load_config
 from lmtune.data.load import Rows, read_labelled
 from lmtune.data.split import split_off, subsample
 from lmtune.errors import LmtuneError
@@ -325,7 +325,7 @@ def _save_model(config: RunConfig, base_path, model, tokenizer, labels: list[str
                 "base_model": config.model.name,
                 "base_path": str(Path(base_path).resolve()),
                 "method": config.method.name,
-                "adapter": config.method.name == "lora",
+                "adapter": hasattr(model, "peft_config"),  # any peft method saves an adapter
                 "max_length": config.model.max_length,
                 "attn_implementation": config.model.attn_implementation,
             },
@@ -339,8 +339,6 @@ def _save_model(config: RunConfig, base_path, model, tokenizer, labels: list[str
 
 def load_run(run_dir: Path):
     """(config, model, tokenizer, labels) of a finished run, from its directory alone."""
-    from lmtune.config import load_config
-
     config = load_config(run_dir / "config.yaml")
     folder = run_dir / "model"
     info = json.loads((folder / "lmtune_model.json").read_text())
