@@ -20,6 +20,7 @@ from transformers.integrations import TensorBoardCallback
 
 from lmtune.config import RunConfig
 from lmtune.errors import LmtuneError
+from lmtune.models.methods import count_parameters
 from lmtune.runs import last_complete_checkpoint
 
 # On a GPU a small model is bound by kernel launches, and autocast's extra cast kernels cost more
@@ -127,7 +128,7 @@ def build_trainer(
     compute_metrics,
 ) -> Trainer:
     has_validation = eval_dataset is not None and len(eval_dataset) > 0
-    precision = resolve_precision(config.training.precision, sum(p.numel() for p in model.parameters()))
+    precision = resolve_precision(config.training.precision, count_parameters(model)[1])
     args = training_arguments(config, run_dir, has_validation, len(train_dataset), precision)
     callbacks = [TensorBoardCallback(tb_writer=SummaryWriter(log_dir=str(run_dir / "tb")))]
     stopping = config.training.early_stopping

@@ -170,7 +170,7 @@ def _precision(config: RunConfig, model) -> str:
     requested = config.training.precision
     if requested == "fp16" and not torch.cuda.is_available():
         requested = "auto"  # a run trained in fp16 on a GPU still scores on a CPU
-    return resolve_precision(requested, sum(p.numel() for p in model.parameters()))
+    return resolve_precision(requested, count_parameters(model)[1])
 
 
 def _infer(config: RunConfig, model, tokenizer, texts, step, desc):
