@@ -64,6 +64,15 @@ class DataConfig(Section):
     encoding: str | None = Field(None, description="default utf-8 (bundled datasets set their own)")
     max_train_rows: int | None = Field(None, ge=1, description="stratified subsample of the training split")
     split: SplitConfig = SplitConfig()
+    format: Literal["auto", "alpaca", "messages", "sharegpt", "prompt_completion", "text"] = Field(
+        "auto", description="generative tasks: record format; auto detects it from the fields"
+    )
+    fields: dict[str, str] = Field(
+        {}, description="generative tasks: rename record fields to the format's names, e.g. {output: answer}"
+    )
+    on_error: Literal["fail", "skip"] = Field(
+        "fail", description="a bad record stops the run (fail) or is skipped and counted (skip)"
+    )
 
     @field_validator("separator")
     @classmethod
@@ -91,10 +100,40 @@ class LoraConfig(Section):
     )
 
 
+class QloraConfig(Section):
+    quant_type: Literal["nf4", "fp4"] = "nf4"
+    double_quant: bool = Field(True, description="quantize the quantization constants too")
+    compute_dtype: Literal["bf16", "fp16", "fp32"] = "bf16"
+
+
+class Ia3Config(Section):
+    target_modules: list[str] | Literal["auto"] = Field(
+        "auto", description="auto: attention key/value and the MLP down projection, per architecture"
+    )
+
+
+class VirtualTokensConfig(Section):
+    virtual_tokens: int = Field(20, ge=1, le=512, description="learned tokens prepended to every input")
+    init_text: str | None = Field(None, description="prompt_tuning: initialise from this text's embeddings")
+
+
+class AdapterConfig(Section):
+    style: Literal["houlsby", "pfeiffer"] = Field(
+        "pfeiffer", description="houlsby: after attention and MLP; pfeiffer: after the MLP only"
+    )
+    reduction_factor: int = Field(16, ge=1, description="bottleneck width = hidden size / this")
+    non_linearity: Literal["relu", "gelu", "silu", "tanh"] = "relu"
+
+
 class MethodConfig(Section):
-    name: str = Field("full", description="a method from the registry: full, freeze, lora")
+    name: str = Field("full", description="a method from the registry (lmtune.models.methods.METHODS)")
     freeze: FreezeConfig = FreezeConfig()
-    lora: LoraConfig = LoraConfig()
+    lora: LoraConfig = Field(LoraConfig(), description="also used by dora and qlora")
+    qlora: QloraConfig = QloraConfig()
+    ia3: Ia3Config = Ia3Config()
+    prompt_tuning: VirtualTokensConfig = VirtualTokensConfig()
+    prefix_tuning: VirtualTokensConfig = VirtualTokensConfig()
+    adapter: AdapterConfig = AdapterConfig()
 
     @field_validator("name")
     @classmethod
@@ -134,13 +173,36 @@ class TrainingConfig(Section):
     early_stopping: EarlyStoppingConfig = EarlyStoppingConfig()
 
 
+class GenerationConfig(Section):
+    max_new_tokens: int = Field(128, ge=1, le=8192)
+    do_sample: bool = Field(False, description="false: greedy decoding (reproducible)")
+    temperature: float = Field(1.0, gt=0)
+    top_p: float = Field(1.0, gt=0, le=1)
+    prompts: int = Field(64, ge=0, description="held-out prompts answered by base and tuned for ROUGE/BLEU")
+    samples_in_report: int = Field(8, ge=0, description="answers shown side by side in the report")
+    batch_size: int = Field(16, ge=1)
+
+
 class EvaluationConfig(Section):
-    metric: Literal["accuracy", "f1_macro", "precision_macro", "recall_macro", "loss"] = Field(
-        "f1_macro", description="validation metric for early stopping and the best checkpoint"
+    metric: str | None = Field(
+        None, description="validation metric for early stopping and the best checkpoint; default per task"
     )
-    baselines: list[Literal["base", "probe"]] = Field(
-        ["base", "probe"], description="untuned base model and a linear probe on its frozen embeddings"
+    baselines: list[Literal["base", "probe"]] | None = Field(
+        None, description="base: the untuned model; probe (classify): a linear probe on frozen embeddings"
     )
+    generation: GenerationConfig = GenerationConfig()
+
+
+class ChatConfig(Section):
+    template: Literal["auto", "tokenizer", "chatml", "llama3", "alpaca"] = Field(
+        "auto",
+        description="auto: the tokenizer's own chat template, else chatml (or alpaca without its tokens)",
+    )
+    system: str | None = Field(None, description="system prompt for conversations that have none")
+    train_on: Literal["responses", "all"] = Field(
+        "responses", description="loss on assistant turns only, or on every token"
+    )
+    packing: bool = Field(False, description="pack short examples into model.max_length blocks")
 
 
 class OutputConfig(Section):
@@ -165,6 +227,7 @@ class RunConfig(Section):
     method: MethodConfig = MethodConfig()
     training: TrainingConfig = TrainingConfig()
     evaluation: EvaluationConfig = EvaluationConfig()
+    chat: ChatConfig = ChatConfig()
     output: OutputConfig = OutputConfig()
 
     @field_validator("task")
@@ -173,6 +236,27 @@ class RunConfig(Section):
         from lmtune.tasks import TASKS
 
         return _registered(value, TASKS, "task")
+
+    @model_validator(mode="after")
+    def _task_defaults(self) -> RunConfig:
+        """Validation metrics and baselines differ per task: fill the defaults, reject the rest."""
+        from lmtune.tasks import TASK_BASELINES, TASK_METRICS
+
+        metrics, baselines = TASK_METRICS[self.task], TASK_BASELINES[self.task]
+        e = self.evaluation
+        if e.metric is None:
+            e.metric = metrics[0]
+        elif e.metric not in metrics:
+            raise ValueError(
+                f"evaluation.metric = {e.metric!r} is not a {self.task} metric; allowed: {', '.join(metrics)}"
+            )
+        if e.baselines is None:
+            e.baselines = list(baselines)
+        elif unknown := [b for b in e.baselines if b not in baselines]:
+            raise ValueError(
+                f"evaluation.baselines: {unknown} not available for {self.task}; allowed: {', '.join(baselines)}"
+            )
+        return self
 
 
 # ----------------------------------------------------------------------------------- loading
@@ -187,6 +271,8 @@ def _describe(error: dict[str, Any], source: str) -> str:
         return f"{source}: unknown key '{key}'"
     if kind == "missing":
         return f"{source}: missing key '{key}'"
+    if not error["loc"]:  # a check across sections names its keys itself
+        return f"{source}: {message}"
     return f"{source}: {key} = {value!r}: {message}"
 
 

@@ -11,6 +11,21 @@ from types import ModuleType
 
 TASKS: dict[str, str] = {
     "classify": "lmtune.tasks.classify",
+    "sft": "lmtune.tasks.sft",
+    "seq2seq": "lmtune.tasks.seq2seq",
+}
+
+# Validation metrics (the first is the default) and baselines each task offers; kept here, not in
+# the recipes, so that validating a config does not import torch.
+TASK_METRICS: dict[str, tuple[str, ...]] = {
+    "classify": ("f1_macro", "accuracy", "precision_macro", "recall_macro", "loss"),
+    "sft": ("loss",),
+    "seq2seq": ("loss",),
+}
+TASK_BASELINES: dict[str, tuple[str, ...]] = {
+    "classify": ("base", "probe"),
+    "sft": ("base",),
+    "seq2seq": ("base",),
 }
 
 
