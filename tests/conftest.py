@@ -8,6 +8,7 @@ import random
 from pathlib import Path
 
 import pytest
+import torch
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -101,6 +102,126 @@ def tiny_config(model_dir: Path, data_path: Path, out: Path, **sections) -> dict
             "eval_every": 5,
         },
         "evaluation": {"baselines": ["base"]},
+        "output": {"dir": str(out), "name": "run"},
+    }
+    for section, values in sections.items():
+        raw.setdefault(section, {}).update(values)
+    return raw
+
+
+# ------------------------------------------------------------------------- generative models
+
+
+def smollm2_tokenizer():
+    """SmolLM2's tokenizer (chatml template, <|im_end|> = EOS = pad), shared by the tiny generative models."""
+    return AutoTokenizer.from_pretrained(str(resolve_model("bundled:smollm2-135m-instruct")))
+
+
+def generative_config(arch: str, tokenizer):
+    from transformers import BartConfig, GPT2Config, LlamaConfig, Qwen2Config, T5Config
+
+    ids = dict(
+        vocab_size=len(tokenizer),
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    decoder = dict(
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        max_position_embeddings=256,
+        tie_word_embeddings=True,
+    )
+    return {
+        "llama": lambda: LlamaConfig(**decoder, **ids),
+        "qwen2": lambda: Qwen2Config(**decoder, **ids),
+        "gpt2": lambda: GPT2Config(n_embd=32, n_layer=2, n_head=2, n_positions=256, **ids),
+        "t5": lambda: T5Config(
+            d_model=32,
+            d_ff=64,
+            d_kv=16,
+            num_layers=2,
+            num_heads=2,
+            decoder_start_token_id=tokenizer.pad_token_id,
+            **ids,
+        ),
+        "bart": lambda: BartConfig(
+            d_model=32,
+            encoder_layers=2,
+            decoder_layers=2,
+            encoder_attention_heads=2,
+            decoder_attention_heads=2,
+            encoder_ffn_dim=64,
+            decoder_ffn_dim=64,
+            max_position_embeddings=256,
+            decoder_start_token_id=tokenizer.eos_token_id,
+            **ids,
+        ),
+    }[arch]()
+
+
+@pytest.fixture(scope="session")
+def tiny_generative_dir(tmp_path_factory):
+    """Build (once per session) a tiny random-init causal or seq2seq model directory with SmolLM2's tokenizer."""
+    from transformers import AutoModelForCausalLM, AutoModelForSeq2SeqLM
+
+    built: dict[str, Path] = {}
+
+    def build(arch: str) -> Path:
+        if arch not in built:
+            tokenizer = smollm2_tokenizer()
+            config = generative_config(arch, tokenizer)
+            auto = AutoModelForSeq2SeqLM if config.is_encoder_decoder else AutoModelForCausalLM
+            folder = tmp_path_factory.mktemp(f"tiny-{arch}")
+            torch.manual_seed(0)  # the same weights in every session
+            auto.from_config(config).save_pretrained(folder)
+            tokenizer.save_pretrained(folder)
+            built[arch] = folder
+        return built[arch]
+
+    return build
+
+
+CAPITALS = {
+    "France": "Paris",
+    "Italy": "Rome",
+    "Spain": "Madrid",
+    "Japan": "Tokyo",
+    "Egypt": "Cairo",
+    "Peru": "Lima",
+}
+
+
+def capital_records(n: int, seed: int = 0) -> list[dict]:
+    """Alpaca records a tiny model learns in a few hundred steps: a country → its capital, then stop."""
+    rng = random.Random(seed)
+    countries = list(CAPITALS)
+    rows = []
+    for _ in range(n):
+        country = rng.choice(countries)
+        rows.append(
+            {"instruction": f"What is the capital of {country}?", "input": "", "output": CAPITALS[country]}
+        )
+    return rows
+
+
+def tiny_sft_config(model_dir: Path, data_path: Path, out: Path, **sections) -> dict:
+    raw = {
+        "task": "sft",
+        "model": {"name": str(model_dir), "max_length": 64},
+        "data": {"train": str(data_path)},
+        "method": {"name": "full"},
+        "training": {
+            "epochs": 15,
+            "batch_size": 8,
+            "learning_rate": 0.01,
+            "logging_steps": 10,
+            "eval_every": 20,
+        },
+        "evaluation": {"generation": {"max_new_tokens": 8, "prompts": 16}},
         "output": {"dir": str(out), "name": "run"},
     }
     for section, values in sections.items():

@@ -17,12 +17,20 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 from lmtune.errors import LmtuneError  # noqa: E402
 
+# headline columns of a results table: classification scores, or language-model ones
+COLUMNS = [
+    ["accuracy", "precision_macro", "recall_macro", "f1_macro"],
+    ["loss", "perplexity", "rougeL", "bleu", "exact_match", "stop_rate"],
+]
+
 
 def format_table(results: dict[str, dict]) -> str:
-    from lmtune.evaluate.metrics import HEADLINE
-
-    lines = [f"{'model':<8}" + "".join(f"{m:>17}" for m in HEADLINE)]
-    lines += [f"{name:<8}" + "".join(f"{r[m]:>17.4f}" for m in HEADLINE) for name, r in results.items()]
+    first = next(iter(results.values()))
+    columns = next(c for c in COLUMNS if c[0] in first)
+    columns = [c for c in columns if all(c in r for r in results.values())]
+    width = max(12, *(len(c) + 2 for c in columns))
+    lines = [f"{'model':<8}" + "".join(f"{m:>{width}}" for m in columns)]
+    lines += [f"{name:<8}" + "".join(f"{r[m]:>{width}.4f}" for m in columns) for name, r in results.items()]
     return "\n".join(lines)
 
 
@@ -41,7 +49,7 @@ def _train(config, *, resume: bool, overwrite: bool) -> int:
     prepared = task.prepare(config)
     with open_run(config, resume=resume, overwrite=overwrite) as run_dir:
         metrics = task.train(config, prepared, run_dir, resume=resume)
-    print("\nTest split (" + str(metrics["rows"]["test"]) + " rows):")
+    print(f"\nTest split ({metrics['rows']['test']} examples):")
     print(format_table(metrics["test"]))
     print(f"\nrun directory: {final_dir(config)}\nreport: {final_dir(config) / 'report.html'}")
     return 0
@@ -103,8 +111,31 @@ def cmd_predict(args) -> int:
     for result in task.predict(run_dir, texts):
         if args.json:
             print(json.dumps(result, ensure_ascii=False))
+        elif "answer" in result:  # generative runs
+            print(
+                result["answer"] + ("" if result["stopped"] else "  [no end-of-turn: max_new_tokens reached]")
+            )
         else:
             print(f"{result['label']}\t{result['score']:.3f}\t{result['text']}")
+    return 0
+
+
+def cmd_chat(args) -> int:
+    from lmtune.chat import chat
+
+    return chat(Path(args.run_dir), max_new_tokens=args.max_new_tokens)
+
+
+def cmd_export(args) -> int:
+    from lmtune.export import export
+
+    if bool(args.merge) == bool(args.adapter):
+        raise LmtuneError(
+            "export: give exactly one of --merge OUT (full model) or --adapter OUT (adapter only)"
+        )
+    out = Path(args.merge or args.adapter)
+    export(Path(args.run_dir), out, merged=bool(args.merge), dtype=args.dtype, overwrite=args.overwrite)
+    print(f"exported {'merged model' if args.merge else 'adapter'} ({args.dtype}) to {out}")
     return 0
 
 
@@ -140,14 +171,27 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--output", help="also write the metrics to this JSON file")
     evaluate.set_defaults(func=cmd_eval)
 
-    predict = verbs.add_parser("predict", help="label texts with a finished run's model")
+    predict = verbs.add_parser("predict", help="label texts (classify) or answer prompts (sft, seq2seq)")
     predict.add_argument("run_dir")
     predict.add_argument("texts", nargs="*", metavar="TEXT")
-    predict.add_argument("--file", help="one text per line")
+    predict.add_argument("--file", help="one text (or prompt) per line")
     predict.add_argument(
         "--json", action="store_true", help="one JSON object per text, with all class scores"
     )
     predict.set_defaults(func=cmd_predict)
+
+    chat = verbs.add_parser("chat", help="talk to a finished generative run (sft, seq2seq)")
+    chat.add_argument("run_dir")
+    chat.add_argument("--max-new-tokens", type=int, help="default: the run's evaluation.generation")
+    chat.set_defaults(func=cmd_chat)
+
+    export = verbs.add_parser("export", help="write a run's model as a plain HF directory (safetensors)")
+    export.add_argument("run_dir")
+    export.add_argument("--merge", metavar="OUT", help="adapters merged into the base weights")
+    export.add_argument("--adapter", metavar="OUT", help="the adapter alone (needs its base model)")
+    export.add_argument("--dtype", choices=["fp32", "bf16", "fp16"], default="fp32")
+    export.add_argument("--overwrite", action="store_true", help="replace OUT if it exists")
+    export.set_defaults(func=cmd_export)
 
     quickstart = verbs.add_parser(
         "quickstart", help="fine-tune bundled MiniLM on bundled tweets (2 CPU cores, ~2.5 min)"

@@ -87,7 +87,7 @@ def open_run(config: RunConfig, *, resume: bool = False, overwrite: bool = False
         if not _has_checkpoint(partial):
             shutil.rmtree(partial, ignore_errors=True)
         raise
-    _publish(partial, final)
+    publish(partial, final)
 
 
 def check_resumable(run_dir: Path, config: RunConfig, resume: bool) -> None:
@@ -127,7 +127,7 @@ def prune_checkpoints(folder: Path, keep: str | None) -> None:
                 (checkpoint / state).unlink(missing_ok=True)
 
 
-def _publish(partial: Path, final: Path) -> None:
+def publish(partial: Path, final: Path) -> None:
     """Swap the finished run into place; an older run of the same name is removed only afterwards."""
     old = None
     if final.exists():

@@ -20,6 +20,7 @@ from transformers.integrations import TensorBoardCallback
 
 from lmtune.config import RunConfig
 from lmtune.errors import LmtuneError
+from lmtune.models.loss import labelled_loss
 from lmtune.models.methods import count_parameters
 from lmtune.runs import last_complete_checkpoint
 
@@ -48,12 +49,33 @@ def resolve_precision(requested: str, n_parameters: int | None = None) -> str:
     return "bf16" if has_bf16 else "fp32"
 
 
-class StepScheduleTrainer(Trainer):
-    """Trainer plus one schedule it lacks: linear warmup, then multiply the LR by gamma every N steps."""
+def inference_precision(config: RunConfig, model) -> str:
+    """The precision to score or generate with; a run trained in fp16 on a GPU still runs on a CPU."""
+    requested = config.training.precision
+    if requested == "fp16" and not torch.cuda.is_available():
+        requested = "auto"
+    return resolve_precision(requested, count_parameters(model)[1])
 
-    def __init__(self, *args, step_schedule: tuple[int, float] | None = None, **kwargs):
+
+class LmtuneTrainer(Trainer):
+    """Trainer plus two things it lacks: a step LR schedule (linear warmup, then multiply by gamma
+    every N steps) and, for language models, the loss computed on labelled positions only."""
+
+    def __init__(
+        self, *args, step_schedule: tuple[int, float] | None = None, labelled_loss: bool = False, **kwargs
+    ):
         super().__init__(*args, **kwargs)
         self._step_schedule = step_schedule
+        self._labelled_loss = labelled_loss
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        if not self._labelled_loss:
+            return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+        total, count = labelled_loss(model, inputs)
+        # normalised over the whole accumulated batch when the Trainer counted it, else per batch
+        self.loss_is_scaled_for_ga = num_items_in_batch is not None
+        loss = total / (num_items_in_batch if num_items_in_batch is not None else count.clamp(min=1))
+        return (loss, {"loss": loss}) if return_outputs else loss
 
     def create_scheduler(self, num_training_steps: int, optimizer=None):
         if self._step_schedule is None:
@@ -113,6 +135,7 @@ def training_arguments(
         dataloader_num_workers=0,
         dataloader_pin_memory=torch.cuda.is_available(),
         disable_tqdm=False,
+        prediction_loss_only=metric == "loss",  # no vocabulary-sized logits gathered for nothing
     )
 
 
@@ -126,6 +149,7 @@ def build_trainer(
     eval_dataset,
     collator,
     compute_metrics,
+    language_model: bool = False,
 ) -> Trainer:
     has_validation = eval_dataset is not None and len(eval_dataset) > 0
     precision = resolve_precision(config.training.precision, count_parameters(model)[1])
@@ -139,7 +163,7 @@ def build_trainer(
             )
         )
     t = config.training
-    return StepScheduleTrainer(
+    return LmtuneTrainer(
         model=model,
         args=args,
         train_dataset=train_dataset,
@@ -149,6 +173,7 @@ def build_trainer(
         compute_metrics=compute_metrics if has_validation else None,
         callbacks=callbacks,
         step_schedule=(t.step_size, t.step_gamma) if t.scheduler == "step" else None,
+        labelled_loss=language_model,
     )
 
 

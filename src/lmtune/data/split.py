@@ -57,3 +57,17 @@ def subsample(rows: Rows, n: int, seed: int) -> Rows:
         stratify=_stratify_or_none(rows.labels, 1 - n / len(rows)),
     )
     return rows.subset(sorted(keep))
+
+
+def random_split(items: list, fraction: float, seed: int, name: str) -> tuple[list, list]:
+    """Split `fraction` of unlabelled items off (seeded shuffle) and return (rest, held_out), in file order."""
+    if fraction <= 0:
+        return items, []
+    n_holdout = int(round(fraction * len(items)))
+    if n_holdout < 1 or n_holdout >= len(items):
+        raise LmtuneError(
+            f"data.split.{name} = {fraction:g} of {len(items)} records leaves an empty split; "
+            "use more records or another fraction"
+        )
+    rest, held = train_test_split(list(range(len(items))), test_size=n_holdout, random_state=seed)
+    return [items[i] for i in sorted(rest)], [items[i] for i in sorted(held)]

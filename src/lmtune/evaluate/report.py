@@ -14,6 +14,9 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 from lmtune.evaluate.metrics import HEADLINE  # noqa: E402
 
+# language-model scores, in the order tables show them
+SCORES = ["loss", "perplexity", "rougeL", "bleu", "exact_match", "stop_rate"]
+
 
 def _png(fig) -> str:
     buffer = io.BytesIO()
@@ -62,18 +65,21 @@ def confusion_plot(matrix: list[list[int]], labels: list[str], title: str) -> st
     return _png(fig)
 
 
-def comparison_plot(results: dict[str, dict]) -> str:
+def comparison_bars(results: dict[str, dict], scores: list[str]) -> str:
+    """Grouped bars of 0..1 scores, one colour per model (base, tuned, …)."""
     fig, ax = plt.subplots(figsize=(8, 3.4))
     width = 0.8 / len(results)
     for k, (name, metrics) in enumerate(results.items()):
-        ax.bar(
-            [i + k * width for i in range(len(HEADLINE))], [metrics[m] for m in HEADLINE], width, label=name
-        )
-    ax.set_xticks([i + width * (len(results) - 1) / 2 for i in range(len(HEADLINE))], HEADLINE)
+        ax.bar([i + k * width for i in range(len(scores))], [metrics[s] for s in scores], width, label=name)
+    ax.set_xticks([i + width * (len(results) - 1) / 2 for i in range(len(scores))], scores)
     ax.set_ylim(0, 1)
     ax.legend()
     ax.set_title("test split")
     return _png(fig)
+
+
+def comparison_plot(results: dict[str, dict]) -> str:
+    return comparison_bars(results, HEADLINE)
 
 
 def _table(results: dict[str, dict]) -> str:
@@ -98,22 +104,43 @@ def _per_class(metrics: dict) -> str:
 
 STYLE = """body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;color:#222}
 table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:4px 10px;text-align:right}
-td:first-child,th:first-child{text-align:left}h2{border-bottom:1px solid #ddd;margin-top:2em}
+td:first-child,th:first-child{text-align:left}
+td.text{text-align:left;white-space:pre-wrap;vertical-align:top;max-width:30em}h2{border-bottom:1px solid #ddd;margin-top:2em}
 img{max-width:100%}.grid{display:flex;flex-wrap:wrap;gap:1em}pre{background:#f6f6f6;padding:1em;overflow:auto}"""
+
+
+def classification_sections(results: dict[str, dict], labels: list[str]) -> list[tuple[str, str]]:
+    """Before/after table and bars, per-class scores of the tuned model, confusion matrices."""
+    sections = [("Test metrics: before and after", _table(results) + comparison_plot(results))]
+    if "tuned" in results:
+        sections.append(("Per-class scores (tuned)", _per_class(results["tuned"])))
+    matrices = "".join(confusion_plot(m["confusion_matrix"], labels, name) for name, m in results.items())
+    sections.append(("Confusion matrices (test)", f"<div class='grid'>{matrices}</div>"))
+    return sections
+
+
+def table(header: list[str], rows: list[list]) -> str:
+    """An HTML table; floats shown with 4 decimals, everything escaped."""
+
+    def cell(value) -> str:
+        return f"{value:.4f}" if isinstance(value, float) else html.escape(str(value))
+
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
+    body = "".join("<tr>" + "".join(f"<td>{cell(v)}</td>" for v in row) + "</tr>" for row in rows)
+    return f"<table><tr>{head}</tr>{body}</table>"
 
 
 def write_report(
     path: Path,
     *,
     title: str,
-    results: dict[str, dict],
-    labels: list[str],
+    facts: dict[str, str],
+    sections: list[tuple[str, str]],
     history: list[dict],
     metric: str,
-    facts: dict[str, str],
     config_text: str,
 ) -> Path:
-    """Write report.html: before/after table and plot, curves, per-class scores, confusion matrices."""
+    """Write report.html: run facts, the task's sections (heading, html), training curves, config."""
     facts_rows = "".join(
         f"<tr><td>{html.escape(k)}</td><td>{html.escape(str(v))}</td></tr>" for k, v in facts.items()
     )
@@ -121,19 +148,46 @@ def write_report(
         f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>",
         f"<style>{STYLE}</style></head><body><h1>{html.escape(title)}</h1>",
         f"<h2>Run</h2><table>{facts_rows}</table>",
-        "<h2>Test metrics: before and after</h2>",
-        _table(results),
-        comparison_plot(results),
     ]
     curves = curves_plot(history, metric)
-    if curves:
-        parts += ["<h2>Training curves</h2>", curves]
-    tuned = results.get("tuned")
-    if tuned:
-        parts += ["<h2>Per-class scores (tuned)</h2>", _per_class(tuned)]
-    parts.append("<h2>Confusion matrices (test)</h2><div class='grid'>")
-    parts += [confusion_plot(m["confusion_matrix"], labels, name) for name, m in results.items()]
-    parts.append("</div>")
+    for i, (heading, body) in enumerate(sections):
+        parts.append(f"<h2>{html.escape(heading)}</h2>{body}")
+        if i == 0 and curves:  # the headline result first, then how training got there
+            parts.append(f"<h2>Training curves</h2>{curves}")
     parts += ["<h2>Resolved config</h2>", f"<pre>{html.escape(config_text)}</pre>", "</body></html>"]
     path.write_text("".join(parts), encoding="utf-8")
     return path
+
+
+def generation_sections(results, answers, test, data_report, config) -> list[tuple[str, str]]:
+    """Base vs tuned scores and bars, sample answers side by side, and the records that were skipped."""
+    names = list(results)
+    shown = [s for s in SCORES if all(s in results[n] for n in names)]
+    rows = [[n] + [results[n][s] for s in shown] for n in names]
+    sections = [("Test metrics: before and after", table(["model", *shown], rows))]
+    bars = [s for s in ("rougeL", "bleu", "exact_match", "stop_rate") if s in shown]
+    if bars:
+        sections[0] = (sections[0][0], sections[0][1] + comparison_bars(results, bars))
+    n = config.evaluation.generation.samples_in_report
+    chats = [e for e in test if e.prompt_ids is not None][:n]
+    if chats and any(answers.values()):
+        header = ["prompt", "reference", *(f"{name} answer" for name in names)]
+        cells = []
+        for i, e in enumerate(chats):
+            outs = [answers[name][i] if i < len(answers[name]) else None for name in names]
+            texts = [
+                (o["answer"][:600] + ("" if o["stopped"] else " [no end-of-turn]")) if o else "" for o in outs
+            ]
+            cells.append([e.prompt[:600], (e.reference or "")[:600], *texts])
+        body = "".join(
+            "<tr>" + "".join(f"<td class='text'>{html.escape(c)}</td>" for c in row) + "</tr>"
+            for row in cells
+        )
+        head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
+        sections.append(("Sample answers (test prompts)", f"<table><tr>{head}</tr>{body}</table>"))
+    skipped = data_report.get("skipped", [])
+    data_rows = [[where, reason] for where, reason in skipped[:50]]
+    note = f"<p>{len(skipped)} records skipped (data.on_error = {config.data.on_error})"
+    note += f"; {data_report.get('documents_split', 0)} documents split into max_length chunks</p>"
+    sections.append(("Data", note + (table(["record", "reason"], data_rows) if data_rows else "")))
+    return sections

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 from pathlib import Path
 
 import torch
 from transformers import (
     AutoConfig,
+    AutoModelForCausalLM,
+    AutoModelForSeq2SeqLM,
     AutoModelForSequenceClassification,
     AutoTokenizer,
     PreTrainedTokenizerBase,
@@ -17,6 +20,8 @@ from transformers.utils import logging as hf_logging
 from lmtune.errors import LmtuneError
 
 hf_logging.set_verbosity_error()
+# bitsandbytes (qlora) logs at import that an optional hub kernel is missing: lmtune never downloads one
+logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(logging.ERROR)
 hf_logging.disable_progress_bar()  # loading/saving bars; training and evaluation keep theirs
 
 
@@ -72,6 +77,28 @@ def _override_dropout(config, dropout: float | None) -> None:
             setattr(config, key, dropout)
 
 
+def _read_config(path: Path | str, **overrides):
+    try:
+        return AutoConfig.from_pretrained(str(path), **overrides)
+    except Exception as exc:
+        raise LmtuneError(f"model.name: cannot read a model config from '{path}' ({exc})") from None
+
+
+def _from_pretrained(auto_class, path: Path | str, config, attn_implementation: str, what: str, **options):
+    """from_pretrained with lmtune's attention choice; an architecture without that kernel keeps its own."""
+    attn = attention_for(attn_implementation)
+    try:
+        try:
+            return auto_class.from_pretrained(str(path), config=config, attn_implementation=attn, **options)
+        except ValueError as exc:
+            if "attn" not in str(exc).lower() and "attention" not in str(exc).lower():
+                raise
+            return auto_class.from_pretrained(str(path), config=config, **options)
+    except (OSError, ValueError) as exc:
+        message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise LmtuneError(f"model.name: cannot load '{path}' {what} ({message})") from None
+
+
 def load_classifier(
     path: Path | str,
     labels: list[str],
@@ -79,38 +106,58 @@ def load_classifier(
     attn_implementation: str = "auto",
     dropout: float | None = None,
     pad_token_id: int | None = None,
+    **options,
 ):
-    """AutoModelForSequenceClassification with the label map in its config; the head is new (seeded)."""
-    try:
-        config = AutoConfig.from_pretrained(
-            str(path),
-            num_labels=len(labels),
-            id2label=dict(enumerate(labels)),
-            label2id={label: i for i, label in enumerate(labels)},
-        )
-    except Exception as exc:
-        raise LmtuneError(f"model.name: cannot read a model config from '{path}' ({exc})") from None
+    """AutoModelForSequenceClassification with the label map in its config; the head is new (seeded).
+
+    `options` are extra from_pretrained arguments a method needs (e.g. 4-bit quantization)."""
+    config = _read_config(
+        path,
+        num_labels=len(labels),
+        id2label=dict(enumerate(labels)),
+        label2id={label: i for i, label in enumerate(labels)},
+    )
     _override_dropout(config, dropout)
     if pad_token_id is not None and getattr(config, "pad_token_id", None) is None:
         config.pad_token_id = pad_token_id
-    attn = attention_for(attn_implementation)
-    try:
-        try:
-            return AutoModelForSequenceClassification.from_pretrained(
-                str(path), config=config, attn_implementation=attn
-            )
-        except ValueError as exc:  # an architecture without this attention kernel: use its default
-            if "attn" not in str(exc).lower() and "attention" not in str(exc).lower():
-                raise
-            return AutoModelForSequenceClassification.from_pretrained(str(path), config=config)
-    except (OSError, ValueError) as exc:
-        message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise LmtuneError(f"model.name: cannot load '{path}' for classification ({message})") from None
+    return _from_pretrained(
+        AutoModelForSequenceClassification, path, config, attn_implementation, "for classification", **options
+    )
+
+
+def is_encoder_decoder(path: Path | str) -> bool:
+    return bool(getattr(_read_config(path), "is_encoder_decoder", False))
+
+
+def load_generative(
+    path: Path | str,
+    *,
+    attn_implementation: str = "auto",
+    dropout: float | None = None,
+    **options,
+):
+    """AutoModelForCausalLM, or AutoModelForSeq2SeqLM for encoder-decoders (T5, BART), in fp32.
+
+    `options` are extra from_pretrained arguments a method needs (e.g. 4-bit quantization)."""
+    config = _read_config(path)
+    _override_dropout(config, dropout)
+    if config.is_encoder_decoder:
+        return _from_pretrained(
+            AutoModelForSeq2SeqLM,
+            path,
+            config,
+            attn_implementation,
+            "as a sequence-to-sequence model",
+            **options,
+        )
+    return _from_pretrained(
+        AutoModelForCausalLM, path, config, attn_implementation, "as a causal language model", **options
+    )
 
 
 def position_limit(path: Path | str, tokenizer: PreTrainedTokenizerBase) -> int | None:
     """The most tokens the model can read (learned position embeddings), or None when unbounded."""
-    config = AutoConfig.from_pretrained(str(path))
+    config = _read_config(path)
     limits = [getattr(config, "max_position_embeddings", None), tokenizer.model_max_length]
     limits = [n for n in limits if isinstance(n, int) and 0 < n < 1_000_000]
     return min(limits) if limits else None

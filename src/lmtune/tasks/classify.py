@@ -23,12 +23,13 @@ from lmtune.data.load import Rows, read_labelled
 from lmtune.data.split import split_off, subsample
 from lmtune.errors import LmtuneError
 from lmtune.evaluate.metrics import classification_metrics, headline
-from lmtune.evaluate.report import write_report
+from lmtune.evaluate.report import classification_sections, write_report
 from lmtune.models.infer import forward_batches, logits_step, mean_pooled_step
 from lmtune.models.load import load_classifier, load_tokenizer, position_limit
-from lmtune.models.methods import apply_method, count_parameters
+from lmtune.models.methods import apply_method, count_parameters, load_options
+from lmtune.models.weights import is_adapter, load_weights, save_weights
 from lmtune.runs import MARKER, check_resumable, prune_checkpoints
-from lmtune.train import build_trainer, fit, resolve_precision
+from lmtune.train import build_trainer, fit, inference_precision, resolve_precision
 
 
 @dataclass
@@ -134,6 +135,7 @@ def prepare(config: RunConfig) -> Prepared:
         attn_implementation=config.model.attn_implementation,
         dropout=config.model.dropout,
         pad_token_id=tokenizer.pad_token_id,
+        **load_options(config.method),
     )
     return Prepared(model_path, tokenizer, model, labels, train, validation, test)
 
@@ -166,13 +168,6 @@ def count_truncated(texts: list[str], lengths: list[int], tokenizer, max_length:
 # ------------------------------------------------------------------------------- inference
 
 
-def _precision(config: RunConfig, model) -> str:
-    requested = config.training.precision
-    if requested == "fp16" and not torch.cuda.is_available():
-        requested = "auto"  # a run trained in fp16 on a GPU still scores on a CPU
-    return resolve_precision(requested, count_parameters(model)[1])
-
-
 def _infer(config: RunConfig, model, tokenizer, texts, step, desc):
     return forward_batches(
         model,
@@ -180,7 +175,7 @@ def _infer(config: RunConfig, model, tokenizer, texts, step, desc):
         texts,
         max_length=config.model.max_length,
         batch_size=config.training.eval_batch_size,
-        precision=_precision(config, model),
+        precision=inference_precision(config, model),
         attention=config.model.attn_implementation,
         step=step,
         desc=desc,
@@ -293,8 +288,7 @@ def train(config: RunConfig, prepared: Prepared, run_dir: Path, resume: bool = F
     write_report(
         run_dir / "report.html",
         title=f"lmtune run: {config.output.name}",
-        results=results,
-        labels=labels,
+        sections=classification_sections(results, labels),
         history=history,
         metric=config.evaluation.metric,
         facts={
@@ -304,7 +298,7 @@ def train(config: RunConfig, prepared: Prepared, run_dir: Path, resume: bool = F
             "rows (train / validation / test)": " / ".join(str(v) for v in metrics["rows"].values()),
             "training texts truncated": f"{truncated} (model.max_length = {max_length})",
             "steps": metrics["steps"],
-            "precision": _precision(config, model),
+            "precision": inference_precision(config, model),
             "train samples/s": f"{metrics['train_samples_per_second'] or 0:.1f}",
         },
         config_text=dump_config(config),
@@ -315,7 +309,7 @@ def train(config: RunConfig, prepared: Prepared, run_dir: Path, resume: bool = F
 
 
 def _save_model(config: RunConfig, base_path, model, tokenizer, labels: list[str], folder: Path) -> None:
-    model.save_pretrained(folder)
+    save_weights(model, folder)
     tokenizer.save_pretrained(folder)
     (folder / "labels.json").write_text(json.dumps(labels, ensure_ascii=False))
     (folder / "lmtune_model.json").write_text(
@@ -325,7 +319,7 @@ def _save_model(config: RunConfig, base_path, model, tokenizer, labels: list[str
                 "base_model": config.model.name,
                 "base_path": str(Path(base_path).resolve()),
                 "method": config.method.name,
-                "adapter": hasattr(model, "peft_config"),  # any peft method saves an adapter
+                "adapter": is_adapter(folder),
                 "max_length": config.model.max_length,
                 "attn_implementation": config.model.attn_implementation,
             },
@@ -345,15 +339,14 @@ def load_run(run_dir: Path):
     labels = json.loads((folder / "labels.json").read_text())
     tokenizer = load_tokenizer(folder)
     if info["adapter"]:
-        from peft import PeftModel
-
         base = load_classifier(
             _base_of(info),
             labels,
             attn_implementation=info["attn_implementation"],
             pad_token_id=tokenizer.pad_token_id,
+            **load_options(config.method),
         )
-        model = PeftModel.from_pretrained(base, str(folder))
+        model = load_weights(base, folder)
     else:
         model = load_classifier(folder, labels, attn_implementation=info["attn_implementation"])
     return config, model, tokenizer, labels

@@ -1,0 +1,81 @@
+"""Language-model examples as token ids, and how they are batched: padding, and packing several
+short examples into one row."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from datasets import Dataset
+
+
+@dataclass
+class Encoded:
+    """One example as token ids (labels -100 where no loss); prompt/reference only for chat examples."""
+
+    input_ids: list[int]
+    labels: list[int]
+    where: str
+    prompt_ids: list[int] | None = None
+    prompt: str | None = None
+    reference: str | None = None
+
+
+def as_dataset(encoded: list[Encoded]) -> Dataset:
+    return Dataset.from_dict(
+        {
+            "input_ids": [e.input_ids for e in encoded],
+            "labels": [e.labels for e in encoded],
+            "length": [len(e.input_ids) for e in encoded],
+        }
+    )
+
+
+def collate(pad_id: int):
+    """Pad inputs with pad_id and labels with -100, each to its own longest row (labels are the
+    decoder side for seq2seq). -100 padding keeps an EOS that doubles as the pad token learnable.
+    Packed rows carry position ids and no attention mask; their padding is one more segment that
+    nothing attends to."""
+
+    def batch(features: list[dict]) -> dict:
+        width = max(len(f["input_ids"]) for f in features)
+        label_width = max(len(f["labels"]) for f in features)
+        out = {
+            "input_ids": torch.tensor(
+                [f["input_ids"] + [pad_id] * (width - len(f["input_ids"])) for f in features]
+            ),
+            "labels": torch.tensor(
+                [f["labels"] + [-100] * (label_width - len(f["labels"])) for f in features]
+            ),
+        }
+        if "position_ids" in features[0]:
+            out["position_ids"] = torch.tensor(
+                [f["position_ids"] + list(range(width - len(f["position_ids"]))) for f in features]
+            )
+        else:
+            out["attention_mask"] = torch.tensor(
+                [[1] * len(f["input_ids"]) + [0] * (width - len(f["input_ids"])) for f in features]
+            )
+        return out
+
+    return batch
+
+
+def pack(encoded: list[Encoded], limit: int) -> list[dict]:
+    """Greedy first-fit packing of examples into rows of at most `limit` tokens; positions restart
+    at 0 for every example, which is how the model tells them apart."""
+    rows: list[dict] = []
+    for item in sorted(encoded, key=lambda e: len(e.input_ids), reverse=True):
+        n = len(item.input_ids)
+        row = next((r for r in rows if len(r["input_ids"]) + n <= limit), None)
+        if row is None:
+            row = {"input_ids": [], "labels": [], "position_ids": []}
+            rows.append(row)
+        row["input_ids"] += item.input_ids
+        # an example's first token has no context of its own: it is never a target (unpacked, the
+        # shift drops it; packed, it would be "predicted" from the previous example)
+        row["labels"] += [-100, *item.labels[1:]]
+        row["position_ids"] += list(range(n))
+    for row in rows:
+        row["length"] = len(row["input_ids"])
+    return rows

@@ -1,0 +1,44 @@
+"""Language-model loss on the labelled positions only.
+
+A causal LM's output layer is vocabulary-sized (49,152 columns for SmolLM2: ~20% of its FLOPs per
+token), and with responses-only loss most positions are prompt tokens whose logits are thrown
+away. Here the body runs on every token and the output layer only where a label is, which gives
+the same loss for less work and far less memory (no batch x length x vocabulary logits tensor).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+# Architectures whose logits are exactly lm_head(last hidden state): no logit scaling or soft-capping.
+PLAIN_HEAD_TYPES = {"llama", "mistral", "qwen2", "qwen3", "gpt2", "gpt_neox", "phi3", "smollm3", "olmo2"}
+
+
+def _causal_lm(model):
+    """The transformers causal LM inside a peft wrapper, or None when inputs are rewritten on the way
+    (prompt/prefix tuning add virtual tokens, so the wrapper's own forward must run)."""
+    peft_config = getattr(model, "peft_config", None)
+    if peft_config and any(c.is_prompt_learning for c in peft_config.values()):
+        return None
+    inner = model.get_base_model() if hasattr(model, "get_base_model") else model
+    if getattr(inner.config, "model_type", None) not in PLAIN_HEAD_TYPES:
+        return None
+    return inner
+
+
+def labelled_loss(model, inputs: dict) -> tuple[torch.Tensor, torch.Tensor]:
+    """(sum of token losses, number of labelled tokens) of a batch with `labels` (-100 = no loss)."""
+    inputs = dict(inputs)
+    labels = inputs.pop("labels")
+    inner = None if model.config.is_encoder_decoder else _causal_lm(model)
+    if inner is None:
+        outputs = model(**inputs, labels=labels)
+        count = (labels[:, 1:] if not model.config.is_encoder_decoder else labels).ne(-100).sum()
+        return outputs.loss * count, count
+    body = getattr(inner, inner.base_model_prefix)
+    hidden = body(**inputs, use_cache=False).last_hidden_state[:, :-1]
+    targets = labels[:, 1:]
+    keep = targets.ne(-100)
+    logits = inner.get_output_embeddings()(hidden[keep]).float()
+    return F.cross_entropy(logits, targets[keep], reduction="sum"), keep.sum()

@@ -1,0 +1,306 @@
+"""What the generative recipes (sft, seq2seq) share: held-out loss and generation scores, saving and
+loading a run's model, the metrics file, the report, and answering prompts with a finished run."""
+
+from __future__ import annotations
+
+import copy
+import json
+import random
+from dataclasses import dataclass
+from pathlib import Path
+
+from transformers import GenerationConfig, set_seed
+
+from lmtune import assets
+from lmtune.config import RunConfig, dump_config, load_config
+from lmtune.data.batches import Encoded, as_dataset, collate
+from lmtune.data.formats import Example, load_examples
+from lmtune.data.split import random_split
+from lmtune.errors import LmtuneError
+from lmtune.evaluate.generation import score
+from lmtune.evaluate.report import generation_sections, write_report
+from lmtune.models.chat_template import Stop
+from lmtune.models.generate import generate_answers
+from lmtune.models.load import load_generative, load_tokenizer
+from lmtune.models.methods import apply_method, count_parameters, load_options
+from lmtune.models.weights import is_adapter, load_weights, save_weights
+from lmtune.runs import MARKER, check_resumable, prune_checkpoints
+from lmtune.train import build_trainer, fit, inference_precision
+
+
+def save_splits(splits: dict[str, list[Encoded]], folder: Path) -> None:
+    """Where each example came from, so a run's data can be traced back to its files."""
+    folder.mkdir(exist_ok=True)
+    for name, items in splits.items():
+        with open(folder / f"{name}.jsonl", "w", encoding="utf-8") as out:
+            for e in items:
+                row = {
+                    "where": e.where,
+                    "tokens": len(e.input_ids),
+                    "prompt": e.prompt,
+                    "reference": e.reference,
+                }
+                out.write(json.dumps(row, ensure_ascii=False) + "\n")
+
+
+@dataclass
+class Prepared:
+    """Everything a generative run needs, read and validated before any run directory exists."""
+
+    model_path: Path | str
+    tokenizer: object
+    model: object  # loaded here so that a broken model fails before a run directory exists
+    stop: Stop
+    splits: dict[str, list[Encoded]]
+    report: dict  # skipped records, split documents, packing: shown in the report
+    template: str | None
+    format: str
+
+
+# ---------------------------------------------------------------------------------- data
+
+
+def with_system(messages: list[dict], system: str | None) -> list[dict]:
+    if system and messages[0]["role"] != "system":
+        return [{"role": "system", "content": system}, *messages]
+    return messages
+
+
+def read_examples(config: RunConfig) -> tuple[dict[str, list[Example]], str, list]:
+    """The train/validation/test examples (missing splits cut from train, seeded) and the skipped records."""
+    d = config.data
+    if d.train.startswith(assets.PREFIX):
+        raise LmtuneError(
+            f"data.train = {d.train!r}: the bundled datasets are for classify; give a JSON/JSONL/CSV/Parquet/TXT file"
+        )
+    loaded, skipped = {}, []
+    for name in ("train", "validation", "test"):
+        path = getattr(d, name)
+        if path is None:
+            continue
+        if not Path(path).is_file():
+            raise LmtuneError(f"data.{name}: file '{path}' does not exist")
+        examples = load_examples(
+            path, format=d.format, fields=d.fields, on_error=d.on_error, encoding=d.encoding or "utf-8"
+        )
+        loaded[name] = examples
+        skipped += examples.skipped
+    formats = {e.format for e in loaded.values()}
+    if ("text" in formats) and len(formats) > 1:
+        raise LmtuneError(f"data: the splits mix plain text and conversations ({', '.join(sorted(formats))})")
+    splits = {name: examples.items for name, examples in loaded.items()}
+    seed, validation_fraction = d.split.seed, d.split.validation
+    if "test" not in splits:
+        splits["train"], splits["test"] = random_split(splits["train"], d.split.test, seed, "test")
+        validation_fraction = d.split.validation / (1 - d.split.test)
+    if "validation" not in splits:
+        splits["train"], splits["validation"] = random_split(
+            splits["train"], validation_fraction, seed, "validation"
+        )
+    if d.max_train_rows and d.max_train_rows < len(splits["train"]):
+        keep = sorted(random.Random(seed).sample(range(len(splits["train"])), d.max_train_rows))
+        splits["train"] = [splits["train"][i] for i in keep]
+    return splits, loaded["train"].format, skipped
+
+
+# ------------------------------------------------------------------------------ training
+
+
+def train(config: RunConfig, prepared: Prepared, run_dir: Path, resume: bool, train_rows) -> dict:
+    """Base scores, fine-tune, tuned scores; save model, metrics, generations and the report.
+
+    `train_rows(config, prepared, model)` gives the recipe's training rows and a packing note."""
+    check_resumable(run_dir, config, resume)
+    (run_dir / "config.yaml").write_text(dump_config(config))
+    save_splits(prepared.splits, run_dir / "data")
+    tokenizer, model, splits, stop = prepared.tokenizer, prepared.model, prepared.splits, prepared.stop
+    results: dict[str, dict] = {}
+    if "base" in config.evaluation.baselines:
+        results["base"] = score(config, model, tokenizer, stop, splits["test"], "base")
+
+    set_seed(config.training.seed)
+    model = apply_method(model, config.method)
+    trainable, total = count_parameters(model)
+    print(
+        f"method {config.method.name}: {trainable:,} of {total:,} parameters trainable ({100 * trainable / total:.2f}%)"
+    )
+    rows, prepared.report["packing"] = train_rows(config, prepared, model)
+    print(
+        f"data: {len(splits['train'])} train / {len(splits['validation'])} validation / {len(splits['test'])} test "
+        f"examples ({prepared.format}); {len(prepared.report['skipped'])} records skipped; "
+        f"packing: {prepared.report['packing']}"
+    )
+    model.config.use_cache = False  # training never reuses keys/values, and packed rows need it off
+    trainer = build_trainer(
+        config,
+        run_dir,
+        model=model,
+        tokenizer=tokenizer,
+        train_dataset=rows,
+        eval_dataset=as_dataset(splits["validation"]) if splits["validation"] else None,
+        collator=collate(tokenizer.pad_token_id),
+        compute_metrics=None,
+        language_model=True,
+    )
+    history = fit(trainer, run_dir, resume)
+    model = trainer.model
+    model.config.use_cache = True
+    results["tuned"] = score(config, model, tokenizer, stop, splits["test"], "tuned")
+    info = {"task": config.task, "template": prepared.template, "stop": prepared.stop.__dict__}
+    save_model(config, prepared.model_path, model, tokenizer, stop, info, run_dir / "model")
+    metrics = finish(config, run_dir, trainer, history, results, prepared.report, splits, (trainable, total))
+    (run_dir / MARKER).write_text(json.dumps({"task": config.task, "name": config.output.name}))
+    prune_checkpoints(run_dir / "checkpoints", metrics["best_checkpoint"])
+    return metrics
+
+
+# ------------------------------------------------------------------------------- saving
+
+
+def save_model(config: RunConfig, base_path, model, tokenizer, stop: Stop, info: dict, folder: Path) -> None:
+    """The trained weights (or adapter), the tokenizer with the run's chat template, and a generation
+    config whose EOS ids are the end-of-turn marker: a plain transformers `generate` stops there."""
+    save_weights(model, folder)
+    tokenizer.save_pretrained(folder)
+    generation = copy.deepcopy(getattr(model, "generation_config", None) or GenerationConfig())
+    generation.update(  # keeps what the architecture needs, e.g. T5's decoder_start_token_id
+        eos_token_id=stop.token_ids or None,
+        pad_token_id=tokenizer.pad_token_id,
+        stop_strings=stop.strings or None,
+        max_new_tokens=config.evaluation.generation.max_new_tokens,
+        do_sample=config.evaluation.generation.do_sample,
+    )
+    generation.save_pretrained(folder)
+    meta = {
+        **info,
+        "base_model": config.model.name,
+        "base_path": str(Path(base_path).resolve()),
+        "method": config.method.name,
+        "adapter": is_adapter(folder),
+        "max_length": config.model.max_length,
+        "attn_implementation": config.model.attn_implementation,
+    }
+    (folder / "lmtune_model.json").write_text(json.dumps(meta, indent=2))
+
+
+def finish(config: RunConfig, run_dir: Path, trainer, history, results, data_report, splits, params) -> dict:
+    """metrics.json, generations.jsonl (every answer, base and tuned) and report.html."""
+    answers = {name: r.pop("answers", []) for name, r in results.items()}
+    with open(run_dir / "generations.jsonl", "w", encoding="utf-8") as out:
+        chats = [e for e in splits["test"] if e.prompt_ids is not None]
+        for i, e in enumerate(
+            chats[: max(len(a) for a in answers.values())] if any(answers.values()) else []
+        ):
+            row = {"where": e.where, "prompt": e.prompt, "reference": e.reference}
+            row.update({name: a[i] for name, a in answers.items() if i < len(a)})
+            out.write(json.dumps(row, ensure_ascii=False) + "\n")
+    runtime = next((h for h in reversed(history) if "train_runtime" in h), {})
+    state = trainer.state
+    metrics = {
+        "test": results,
+        "best_validation": state.best_metric,
+        "best_checkpoint": Path(state.best_model_checkpoint).name if state.best_model_checkpoint else None,
+        "steps": state.global_step,
+        "train_runtime_s": runtime.get("train_runtime"),
+        "train_tokens": sum(len(e.input_ids) for e in splits["train"]),
+        "parameters": {"trainable": params[0], "total": params[1]},
+        "rows": {name: len(items) for name, items in splits.items()},
+        "skipped_records": len(data_report.get("skipped", [])),
+        "documents_split": data_report.get("documents_split", 0),
+        "packing": data_report.get("packing"),
+    }
+    epochs = state.epoch or 0
+    if metrics["train_runtime_s"]:
+        metrics["train_tokens_per_second"] = metrics["train_tokens"] * epochs / metrics["train_runtime_s"]
+    (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    write_report(
+        run_dir / "report.html",
+        title=f"lmtune run: {config.output.name}",
+        facts={
+            "task": config.task,
+            "model": config.model.name,
+            "method": f"{config.method.name} ({params[0]:,} / {params[1]:,} trainable)",
+            "examples (train / validation / test)": " / ".join(str(v) for v in metrics["rows"].values()),
+            "records skipped": metrics["skipped_records"],
+            "packing": metrics["packing"],
+            "steps": metrics["steps"],
+            "train tokens/s": f"{metrics.get('train_tokens_per_second') or 0:.0f}",
+        },
+        sections=generation_sections(results, answers, splits["test"], data_report, config),
+        history=history,
+        metric="loss",
+        config_text=dump_config(config),
+    )
+    return metrics
+
+
+# --------------------------------------------------------------------------- using a run
+
+
+@dataclass
+class Run:
+    config: RunConfig
+    model: object
+    tokenizer: object
+    stop: Stop
+    info: dict
+
+
+def _base_of(info: dict) -> Path:
+    if info["base_model"].startswith(assets.PREFIX):
+        return Path(assets.resolve_model(info["base_model"]))
+    path = Path(info.get("base_path") or info["base_model"])
+    if not (path / "config.json").is_file():
+        raise LmtuneError(f"this run's adapter needs its base model at '{path}', which is gone")
+    return path
+
+
+def load_run(run_dir: Path) -> Run:
+    """A finished run's model (base + adapter, or full weights), tokenizer and stop markers."""
+    config = load_config(run_dir / "config.yaml")
+    folder = run_dir / "model"
+    info = json.loads((folder / "lmtune_model.json").read_text())
+    tokenizer = load_tokenizer(folder)
+    if info["adapter"]:
+        base = load_generative(
+            _base_of(info), attn_implementation=info["attn_implementation"], **load_options(config.method)
+        )
+        model = load_weights(base, folder)
+    else:
+        model = load_generative(folder, attn_implementation=info["attn_implementation"])
+    stop = Stop(**info["stop"])
+    return Run(config, model, tokenizer, stop, info)
+
+
+def answer(run: Run, prompts: list[list[int]], texts: list[str], streamer=None) -> list[dict]:
+    answers = generate_answers(
+        run.model,
+        run.tokenizer,
+        prompts,
+        run.stop,
+        run.config.evaluation.generation,
+        precision=inference_precision(run.config, run.model),
+        attention=run.info["attn_implementation"],
+        desc="predict",
+        streamer=streamer,
+    )
+    return [{"prompt": text, **a} for text, a in zip(texts, answers, strict=True)]
+
+
+def evaluate_run(run_dir: Path, data: str | None, read_examples, encode_split) -> dict:
+    """Loss, perplexity and generation scores of a finished run on its test split or a file."""
+    run = load_run(run_dir)
+    config, d = run.config, run.config.data
+    if data is None:
+        items = read_examples(config)[0]["test"]  # same files, same seed: the same test split
+    else:
+        if not Path(data).is_file():
+            raise LmtuneError(f"--data: file '{data}' does not exist")
+        encoding = d.encoding or "utf-8"
+        items = load_examples(
+            data, format=d.format, fields=d.fields, on_error=d.on_error, encoding=encoding
+        ).items
+    encoded = encode_split(config, run.tokenizer, items, {})
+    result = score(config, run.model, run.tokenizer, run.stop, encoded, "eval")
+    result.pop("answers", None)
+    return result

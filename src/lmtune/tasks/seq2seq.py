@@ -1,0 +1,115 @@
+"""Instruction tuning of encoder-decoder models (T5, BART): the conversation so far is the encoder's
+input, the final answer the decoder's target (ending in EOS, where generation stops).
+
+Encoder-decoders have no chat template: a single turn is its (system-prefixed) user text, several
+turns are written one per line as "role: content". Only the last assistant turn is learned.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from transformers import set_seed
+
+from lmtune import assets
+from lmtune.config import RunConfig
+from lmtune.data.batches import Encoded, as_dataset
+from lmtune.data.formats import Example
+from lmtune.errors import LmtuneError
+from lmtune.models.chat_template import Stop
+from lmtune.models.load import is_encoder_decoder, load_generative, load_tokenizer
+from lmtune.models.methods import load_options
+from lmtune.tasks import generative
+from lmtune.tasks.generative import Prepared, read_examples, with_system
+from lmtune.train import resolve_precision
+
+
+def source_text(messages: list[dict]) -> str:
+    """The encoder's input: the user text (after the system prompt) or, for several turns, one line each."""
+    system = [m["content"] for m in messages if m["role"] == "system"]
+    turns = [m for m in messages if m["role"] != "system"]
+    if len(turns) == 1:
+        return "\n\n".join([*system, turns[0]["content"]])
+    return "\n".join([*(f"system: {s}" for s in system), *(f"{m['role']}: {m['content']}" for m in turns)])
+
+
+def _with_eos(tokenizer, text: str) -> list[int]:
+    ids = tokenizer.encode(text, add_special_tokens=True)
+    return ids if ids and ids[-1] == tokenizer.eos_token_id else [*ids, tokenizer.eos_token_id]
+
+
+def encode_split(config: RunConfig, tokenizer, examples: list[Example], report: dict) -> list[Encoded]:
+    limit = config.model.max_length
+    out: list[Encoded] = []
+    for example in examples:
+        if example.text is not None:
+            raise LmtuneError(
+                f"{example.where}: plain text (continued pre-training) is for decoder-only models; use task: sft"
+            )
+        messages = with_system(example.messages, config.chat.system)
+        last = max(i for i, m in enumerate(messages) if m["role"] == "assistant")
+        source = _with_eos(tokenizer, source_text(messages[:last]))
+        target = _with_eos(tokenizer, messages[last]["content"])
+        problem = None
+        if len(source) > limit or len(target) > limit:
+            problem = (
+                f"input {len(source)} / answer {len(target)} tokens, longer than model.max_length = {limit}"
+            )
+        if problem is None:
+            user = next((m["content"] for m in reversed(messages[:last]) if m["role"] == "user"), "")
+            out.append(Encoded(source, target, example.where, source, user, messages[last]["content"]))
+        elif config.data.on_error == "fail":
+            raise LmtuneError(f"{example.where}: {problem} (data.on_error = skip drops such records)")
+        else:
+            report.setdefault("skipped", []).append((example.where, problem))
+    return out
+
+
+def prepare(config: RunConfig) -> Prepared:
+    resolve_precision(config.training.precision)
+    if config.chat.packing:
+        raise LmtuneError("chat.packing: packing is for decoder-only models (task sft); set it to false")
+    examples, _, skipped = read_examples(config)
+    model_path = assets.resolve_model(config.model.name)
+    if not is_encoder_decoder(model_path):
+        raise LmtuneError(f"model.name: '{config.model.name}' is decoder-only; use task: sft for it")
+    tokenizer = load_tokenizer(model_path)
+    if tokenizer.eos_token_id is None:
+        raise LmtuneError(f"model.name: the tokenizer of '{model_path}' has no EOS token")
+    report: dict = {"skipped": list(skipped)}
+    splits = {name: encode_split(config, tokenizer, items, report) for name, items in examples.items()}
+    for name in ("train", "test"):
+        if not splits[name]:
+            raise LmtuneError(
+                f"data: no usable {name} examples left (see data.on_error and model.max_length)"
+            )
+    set_seed(config.training.seed)
+    model = load_generative(
+        model_path,
+        attn_implementation=config.model.attn_implementation,
+        dropout=config.model.dropout,
+        **load_options(config.method),
+    )
+    stop = Stop([tokenizer.eos_token_id], [])
+    return Prepared(model_path, tokenizer, model, stop, splits, report, template=None, format="chat")
+
+
+def train(config: RunConfig, prepared: Prepared, run_dir: Path, resume: bool = False) -> dict:
+    return generative.train(
+        config, prepared, run_dir, resume, lambda c, p, m: (as_dataset(p.splits["train"]), "off")
+    )
+
+
+def prompt_ids(run, text: str, history: list[dict] | None = None) -> list[int]:
+    messages = with_system([*(history or []), {"role": "user", "content": text}], run.config.chat.system)
+    return _with_eos(run.tokenizer, source_text(messages))[-run.config.model.max_length :]
+
+
+def evaluate(run_dir: Path, data: str | None = None, **reader) -> dict:
+    """Scores of a finished run on `data`, or on its own test split (re-cut from the same files and seed)."""
+    return generative.evaluate_run(run_dir, data, read_examples, encode_split)
+
+
+def predict(run_dir: Path, texts: list[str]) -> list[dict]:
+    run = generative.load_run(run_dir)
+    return generative.answer(run, [prompt_ids(run, text) for text in texts], texts)

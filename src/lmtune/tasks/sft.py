@@ -1,0 +1,164 @@
+"""Supervised fine-tuning of decoder-only models: instructions, chats (loss on the answers), or plain
+text (continued pre-training, loss on everything).
+
+The run's chat template and end-of-turn marker are fixed in `prepare` and saved with the model, so
+training, evaluation, predict, chat and export all render and stop the same way.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from datasets import Dataset
+from transformers import set_seed
+
+from lmtune import assets
+from lmtune.config import RunConfig
+from lmtune.data.batches import Encoded, as_dataset, pack
+from lmtune.data.formats import Example
+from lmtune.errors import LmtuneError
+from lmtune.models.chat_template import (
+    Stop,
+    apply_template,
+    encode_conversation,
+    encode_text,
+    end_of_turn,
+    render,
+)
+from lmtune.models.load import load_generative, load_tokenizer, position_limit
+from lmtune.models.methods import load_options
+from lmtune.tasks import generative
+from lmtune.tasks.generative import Prepared, read_examples, with_system
+from lmtune.train import resolve_precision
+
+# Architectures whose attention masks are built from position ids (transformers' create_causal_mask):
+# packed examples restart their positions at 0 and do not see each other.
+PACKING_SEPARATES = {"llama", "mistral", "qwen2", "qwen3", "gpt2", "phi3", "smollm3", "olmo2", "gemma2"}
+
+
+# ------------------------------------------------------------------------------------ data
+
+
+def encode_chat(config: RunConfig, tokenizer, example: Example) -> Encoded:
+    messages = with_system(example.messages, config.chat.system)
+    input_ids, labels = encode_conversation(tokenizer, messages, config.chat.train_on)
+    last = max(i for i, m in enumerate(messages) if m["role"] == "assistant")
+    context = render(tokenizer, messages[:last], generation_prompt=True)
+    user = next((m["content"] for m in reversed(messages[:last]) if m["role"] == "user"), "")
+    return Encoded(
+        input_ids,
+        labels,
+        example.where,
+        prompt_ids=tokenizer.encode(context, add_special_tokens=False),
+        prompt=user,
+        reference=messages[last]["content"],
+    )
+
+
+def encode_split(config: RunConfig, tokenizer, examples: list[Example], report: dict) -> list[Encoded]:
+    """Token ids of every example. Over-long conversations are bad records (data.on_error decides);
+    plain-text documents are cut into model.max_length chunks, which are counted."""
+    limit = config.model.max_length
+    out: list[Encoded] = []
+    for example in examples:
+        if example.text is not None:
+            ids = encode_text(tokenizer, example.text)
+            chunks = [ids[i : i + limit] for i in range(0, len(ids), limit)]
+            report["documents_split"] = report.get("documents_split", 0) + (len(chunks) > 1)
+            out += [Encoded(chunk, list(chunk), example.where) for chunk in chunks if len(chunk) > 1]
+            continue
+        encoded = encode_chat(config, tokenizer, example)
+        problem = None
+        if len(encoded.input_ids) > limit:
+            problem = (
+                f"conversation is {len(encoded.input_ids)} tokens, longer than model.max_length = {limit}"
+            )
+        elif all(label == -100 for label in encoded.labels):
+            problem = "no response tokens to learn from"
+        if problem is None:
+            out.append(encoded)
+        elif config.data.on_error == "fail":
+            raise LmtuneError(f"{example.where}: {problem} (data.on_error = skip drops such records)")
+        else:
+            report.setdefault("skipped", []).append((example.where, problem))
+    return out
+
+
+# --------------------------------------------------------------------------------- prepare
+
+
+def prepare(config: RunConfig) -> Prepared:
+    resolve_precision(config.training.precision)
+    examples, format, skipped = read_examples(config)
+    model_path = assets.resolve_model(config.model.name)
+    tokenizer = load_tokenizer(model_path)
+    if tokenizer.eos_token is None:
+        raise LmtuneError(
+            f"model.name: the tokenizer of '{model_path}' has no EOS token; a causal LM needs one"
+        )
+    limit = position_limit(model_path, tokenizer)
+    if limit is not None and config.model.max_length > limit:
+        raise LmtuneError(
+            f"model.max_length = {config.model.max_length}: the model reads at most {limit} tokens; allowed: 4..{limit}"
+        )
+    template = None if format == "text" else apply_template(tokenizer, config.chat.template)
+    stop = end_of_turn(tokenizer) if template else Stop([tokenizer.eos_token_id], [])
+    report: dict = {"skipped": list(skipped)}
+    splits = {name: encode_split(config, tokenizer, items, report) for name, items in examples.items()}
+    for name in ("train", "test"):
+        if not splits[name]:
+            raise LmtuneError(
+                f"data: no usable {name} examples left (see data.on_error and model.max_length)"
+            )
+    set_seed(config.training.seed)
+    model = load_generative(
+        model_path,
+        attn_implementation=config.model.attn_implementation,
+        dropout=config.model.dropout,
+        **load_options(config.method),
+    )
+    if model.config.is_encoder_decoder:
+        raise LmtuneError(
+            f"model.name: '{config.model.name}' is an encoder-decoder model; use task: seq2seq for it"
+        )
+    return Prepared(model_path, tokenizer, model, stop, splits, report, template, format)
+
+
+# --------------------------------------------------------------------------------- training
+
+
+def train_rows(config: RunConfig, prepared, model) -> tuple[Dataset, str]:
+    """The training set as rows, packed when asked (always for plain text), and how it was packed."""
+    train = prepared.splits["train"]
+    if not (config.chat.packing or prepared.format == "text"):
+        return as_dataset(train), "off"
+    rows = Dataset.from_list(pack(train, config.model.max_length))
+    note = f"{len(train)} examples in {len(rows)} rows of ≤ {config.model.max_length} tokens"
+    if model.config.model_type not in PACKING_SEPARATES:
+        note += "; attention crosses example boundaries (this architecture ignores packed position ids)"
+    return rows, note
+
+
+def train(config: RunConfig, prepared: Prepared, run_dir: Path, resume: bool = False) -> dict:
+    return generative.train(config, prepared, run_dir, resume, train_rows)
+
+
+# --------------------------------------------------------------------------- using a run
+
+
+def prompt_ids(run, text: str, history: list[dict] | None = None) -> list[int]:
+    """Token ids of a user turn (after an optional history) rendered exactly as in training."""
+    messages = with_system([*(history or []), {"role": "user", "content": text}], run.config.chat.system)
+    return run.tokenizer.encode(
+        render(run.tokenizer, messages, generation_prompt=True), add_special_tokens=False
+    )
+
+
+def evaluate(run_dir: Path, data: str | None = None, **reader) -> dict:
+    """Scores of a finished run on `data`, or on its own test split (re-cut from the same files and seed)."""
+    return generative.evaluate_run(run_dir, data, read_examples, encode_split)
+
+
+def predict(run_dir: Path, texts: list[str]) -> list[dict]:
+    run = generative.load_run(run_dir)
+    return generative.answer(run, [prompt_ids(run, text) for text in texts], texts)
