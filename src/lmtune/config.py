@@ -178,6 +178,12 @@ class GenerationConfig(Section):
     do_sample: bool = Field(False, description="false: greedy decoding (reproducible)")
     temperature: float = Field(1.0, gt=0)
     top_p: float = Field(1.0, gt=0, le=1)
+    repetition_penalty: float = Field(
+        1.0,
+        ge=1.0,
+        le=2.0,
+        description="> 1 discourages the loops small models fall into under greedy decoding",
+    )
     prompts: int = Field(64, ge=0, description="held-out prompts answered by base and tuned for ROUGE/BLEU")
     samples_in_report: int = Field(8, ge=0, description="answers shown side by side in the report")
     batch_size: int = Field(16, ge=1)

@@ -58,6 +58,7 @@ def generate_answers(
         "do_sample": settings.do_sample,
         "eos_token_id": stop.token_ids or None,
         "pad_token_id": pad_id,
+        "repetition_penalty": settings.repetition_penalty,
     }
     if settings.do_sample:
         options.update(temperature=settings.temperature, top_p=settings.top_p)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import logging
 from pathlib import Path
 
 import torch
@@ -20,8 +19,6 @@ from transformers.utils import logging as hf_logging
 from lmtune.errors import LmtuneError
 
 hf_logging.set_verbosity_error()
-# bitsandbytes (qlora) logs at import that an optional hub kernel is missing: lmtune never downloads one
-logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(logging.ERROR)
 hf_logging.disable_progress_bar()  # loading/saving bars; training and evaluation keep theirs
 
 

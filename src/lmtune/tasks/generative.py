@@ -169,6 +169,7 @@ def save_model(config: RunConfig, base_path, model, tokenizer, stop: Stop, info:
         stop_strings=stop.strings or None,
         max_new_tokens=config.evaluation.generation.max_new_tokens,
         do_sample=config.evaluation.generation.do_sample,
+        repetition_penalty=config.evaluation.generation.repetition_penalty,
     )
     generation.save_pretrained(folder)
     meta = {
