@@ -93,6 +93,27 @@ def test_labelled_loss_equals_the_model_loss(tiny_generative_dir):
     assert float(total / count) == pytest.approx(float(reference), rel=1e-5)
 
 
+def test_chunked_output_layer_gives_the_same_loss_and_gradients(tiny_generative_dir, monkeypatch):
+    from lmtune.models import loss
+
+    tokenizer = smollm2_tokenizer()
+    model = load_generative(tiny_generative_dir("llama"))
+    ids = tokenizer.encode("The capital of France is Paris, and the capital of Italy is Rome.")
+    batch = collate(tokenizer.pad_token_id)([{"input_ids": ids, "labels": ids}] * 3)
+
+    def loss_and_grad():
+        model.zero_grad()
+        total, count = labelled_loss(model, batch)
+        total.backward()
+        return float(total), model.get_output_embeddings().weight.grad.clone()
+
+    whole, whole_grad = loss_and_grad()
+    monkeypatch.setattr(loss, "CHUNK", 5)  # 3 x 16 labelled tokens in chunks of 5, recomputed in backward
+    chunked, chunked_grad = loss_and_grad()
+    assert chunked == pytest.approx(whole, rel=1e-5)
+    assert torch.allclose(chunked_grad, whole_grad, atol=1e-6)
+
+
 def test_over_long_conversations_fail_or_are_skipped_and_counted(tiny_generative_dir, tmp_path):
     records = capital_records(60)
     records[7]["output"] = "word " * 200  # far beyond model.max_length = 64

@@ -10,6 +10,13 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+from torch.utils.checkpoint import checkpoint
+
+# Labelled positions per output-layer call: bounds the logits in memory to CHUNK x vocabulary floats
+# (400 MB for SmolLM2) however long the batch. Batches with more labelled tokens recompute each
+# chunk's logits in the backward pass instead of keeping them (an evaluation batch of 64 x 512
+# plain-text tokens held 6.4 GB of logits and ran a CPU machine out of memory).
+CHUNK = 2048
 
 # Architectures whose logits are exactly lm_head(last hidden state): no logit scaling or soft-capping.
 PLAIN_HEAD_TYPES = {"llama", "mistral", "qwen2", "qwen3", "gpt2", "gpt_neox", "phi3", "smollm3", "olmo2"}
@@ -40,5 +47,17 @@ def labelled_loss(model, inputs: dict) -> tuple[torch.Tensor, torch.Tensor]:
     hidden = body(**inputs, use_cache=False).last_hidden_state[:, :-1]
     targets = labels[:, 1:]
     keep = targets.ne(-100)
-    logits = inner.get_output_embeddings()(hidden[keep]).float()
-    return F.cross_entropy(logits, targets[keep], reduction="sum"), keep.sum()
+    head, hidden, targets = inner.get_output_embeddings(), hidden[keep], targets[keep]
+    if len(targets) <= CHUNK:
+        return _token_loss(head, hidden, targets), keep.sum()
+    total = hidden.new_zeros((), dtype=torch.float32)
+    for h, t in zip(hidden.split(CHUNK), targets.split(CHUNK), strict=True):
+        if torch.is_grad_enabled():  # keep no logits: recompute each chunk's in the backward pass
+            total = total + checkpoint(_token_loss, head, h, t, use_reentrant=False)
+        else:
+            total = total + _token_loss(head, h, t)
+    return total, keep.sum()
+
+
+def _token_loss(head, hidden: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    return F.cross_entropy(head(hidden).float(), targets, reduction="sum")
