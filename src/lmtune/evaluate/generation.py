@@ -56,8 +56,7 @@ def heldout_loss(config, model, pad_id: int, encoded: list, desc: str) -> dict:
     precision = inference_precision(config, model)
     autocast = torch.autocast(device().type, dtype=torch.bfloat16, enabled=precision == "bf16")
     with tqdm(total=len(order), desc=f"{desc}: loss", unit="ex", leave=False) as bar:
-        for start in range(0, len(order), size):
-            rows = [encoded[i] for i in order[start : start + size]]
+        for rows in _budgeted(order, encoded, size):
             batch = make_batch([{"input_ids": e.input_ids, "labels": e.labels} for e in rows])
             with autocast, torch.inference_mode():
                 loss_sum, n = labelled_loss(model, {k: v.to(device()) for k, v in batch.items()})
@@ -65,6 +64,24 @@ def heldout_loss(config, model, pad_id: int, encoded: list, desc: str) -> dict:
             bar.update(len(rows))
     loss = total / max(count, 1)
     return {"loss": loss, "perplexity": math.exp(min(loss, 50)), "tokens": count}
+
+
+# Padded tokens per evaluation batch: at most eval_batch_size examples, fewer when they are long, so
+# that 64 conversations of 1,024 tokens do not go through the model at once.
+EVAL_TOKENS = 16_384
+
+
+def _budgeted(order: list[int], encoded: list, size: int):
+    """Batches of the length-sorted examples: up to `size` rows and EVAL_TOKENS padded tokens."""
+    batch: list = []
+    for i in order:
+        width = len(encoded[i].input_ids)  # sorted ascending: the newest row is the widest
+        if batch and (len(batch) == size or (len(batch) + 1) * width > EVAL_TOKENS):
+            yield batch
+            batch = []
+        batch.append(encoded[i])
+    if batch:
+        yield batch
 
 
 def score(config, model, tokenizer, stop: Stop, test: list, desc: str) -> dict:

@@ -46,6 +46,19 @@ def inference_attention(requested: str, tokens: int) -> str | None:
     return "sdpa" if tokens > CPU_SDPA_MIN_TOKENS else "eager"
 
 
+# CPU training: eager attention wins on short rows, sdpa (flash attention, which keeps no attention
+# matrix for the backward pass) on long ones. SmolLM2-135M + LoRA, batch 4, bf16 autocast, s/step and
+# peak RSS eager vs sdpa: 1.74 vs 1.86 (3.2 vs 2.9 GB) at 128 tokens; 7.11 vs 6.32 (9.8 vs 7.3 GB) at 512.
+CPU_TRAIN_SDPA_MIN_TOKENS = 256
+
+
+def training_attention(requested: str, row_tokens: float) -> str | None:
+    """The faster training kernel for rows of about `row_tokens` tokens (auto on CPU only)."""
+    if requested != "auto" or torch.cuda.is_available():
+        return None
+    return "sdpa" if row_tokens > CPU_TRAIN_SDPA_MIN_TOKENS else "eager"
+
+
 def set_attention(model, name: str) -> None:
     """Switch the attention kernel in place; architectures without it (e.g. XLNet has no sdpa) keep theirs."""
     if model.config._attn_implementation != name:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import copy
 import json
 import random
+import statistics
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,7 +22,7 @@ from lmtune.evaluate.generation import score
 from lmtune.evaluate.report import generation_sections, write_report
 from lmtune.models.chat_template import Stop
 from lmtune.models.generate import generate_answers
-from lmtune.models.load import load_generative, load_tokenizer
+from lmtune.models.load import load_generative, load_tokenizer, set_attention, training_attention
 from lmtune.models.methods import apply_method, count_parameters, load_options
 from lmtune.models.weights import is_adapter, load_weights, save_weights
 from lmtune.runs import MARKER, check_resumable, prune_checkpoints
@@ -130,6 +131,9 @@ def train(config: RunConfig, prepared: Prepared, run_dir: Path, resume: bool, tr
         f"examples ({prepared.format}); {len(prepared.report['skipped'])} records skipped; "
         f"packing: {prepared.report['packing']}"
     )
+    kernel = training_attention(config.model.attn_implementation, statistics.median(rows["length"]))
+    if kernel:
+        set_attention(model, kernel)
     model.config.use_cache = False  # training never reuses keys/values, and packed rows need it off
     trainer = build_trainer(
         config,
