@@ -24,13 +24,14 @@ CARRIED = ("generation_config.json", "lmtune_model.json", "labels.json")
 
 def _load(run_dir: Path, task: str):
     """(model, tokenizer) of a finished run, whatever its task."""
-    from lmtune.tasks import recipe
-
-    module = recipe(task)
     if task == "classify":
-        _, model, tokenizer, _ = module.load_run(run_dir)
+        from lmtune.tasks.classify import load_run
+
+        _, model, tokenizer, _ = load_run(run_dir)
         return model, tokenizer
-    run = module.load_run(run_dir)
+    from lmtune.tasks.generative import load_run
+
+    run = load_run(run_dir)
     return run.model, run.tokenizer
 
 
