@@ -216,3 +216,13 @@ def _bundled(name: str, table: dict, key: str, what: str):
         allowed = ", ".join(PREFIX + k for k in table)
         raise LmtuneError(f"{key}: unknown bundled {what} '{name}'; allowed: {allowed}")
     return entry()
+
+
+def resolve_base(name: str, saved_path: str | None) -> Path:
+    """A saved adapter's base model: bundled names resolve afresh (the cache may move), paths as saved."""
+    if name.startswith(PREFIX):
+        return Path(resolve_model(name))
+    path = Path(saved_path or name)
+    if not (path / "config.json").is_file():
+        raise LmtuneError(f"this run's adapter needs its base model at '{path}', which is gone")
+    return path

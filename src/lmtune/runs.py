@@ -155,3 +155,19 @@ def read_run(path: str | Path) -> dict:
     except (ValueError, KeyError, TypeError):
         raise LmtuneError(f"{path / MARKER}: unreadable run marker; the run directory is damaged") from None
     return marker
+
+
+def model_meta(config: RunConfig, base_path, folder: Path, **extra) -> dict:
+    """lmtune_model.json: what a saved model needs to be loaded again (base, method, adapter or not)."""
+    from lmtune.models.weights import is_adapter
+
+    return {
+        "task": config.task,
+        **extra,
+        "base_model": config.model.name,
+        "base_path": str(Path(base_path).resolve()),
+        "method": config.method.name,
+        "adapter": is_adapter(folder),
+        "max_length": config.model.max_length,
+        "attn_implementation": config.model.attn_implementation,
+    }

@@ -27,8 +27,8 @@ from lmtune.evaluate.report import classification_sections, write_report
 from lmtune.models.infer import forward_batches, logits_step, mean_pooled_step
 from lmtune.models.load import load_classifier, load_tokenizer, position_limit
 from lmtune.models.methods import apply_method, count_parameters, load_options
-from lmtune.models.weights import is_adapter, load_weights, save_weights
-from lmtune.runs import MARKER, check_resumable, prune_checkpoints
+from lmtune.models.weights import load_weights, save_weights
+from lmtune.runs import MARKER, check_resumable, model_meta, prune_checkpoints
 from lmtune.train import build_trainer, fit, inference_precision, resolve_precision
 
 
@@ -312,20 +312,7 @@ def _save_model(config: RunConfig, base_path, model, tokenizer, labels: list[str
     save_weights(model, folder)
     tokenizer.save_pretrained(folder)
     (folder / "labels.json").write_text(json.dumps(labels, ensure_ascii=False))
-    (folder / "lmtune_model.json").write_text(
-        json.dumps(
-            {
-                "task": "classify",
-                "base_model": config.model.name,
-                "base_path": str(Path(base_path).resolve()),
-                "method": config.method.name,
-                "adapter": is_adapter(folder),
-                "max_length": config.model.max_length,
-                "attn_implementation": config.model.attn_implementation,
-            },
-            indent=2,
-        )
-    )
+    (folder / "lmtune_model.json").write_text(json.dumps(model_meta(config, base_path, folder), indent=2))
 
 
 # --------------------------------------------------------------------------- using a run
@@ -340,7 +327,7 @@ def load_run(run_dir: Path):
     tokenizer = load_tokenizer(folder)
     if info["adapter"]:
         base = load_classifier(
-            _base_of(info),
+            assets.resolve_base(info["base_model"], info.get("base_path")),
             labels,
             attn_implementation=info["attn_implementation"],
             pad_token_id=tokenizer.pad_token_id,
@@ -350,16 +337,6 @@ def load_run(run_dir: Path):
     else:
         model = load_classifier(folder, labels, attn_implementation=info["attn_implementation"])
     return config, model, tokenizer, labels
-
-
-def _base_of(info: dict) -> Path:
-    """An adapter's base model: bundled names resolve afresh (the cache may move), paths as saved."""
-    if info["base_model"].startswith(assets.PREFIX):
-        return Path(assets.resolve_model(info["base_model"]))
-    path = Path(info.get("base_path") or info["base_model"])
-    if not (path / "config.json").is_file():
-        raise LmtuneError(f"this run's adapter needs its base model at '{path}', which is gone")
-    return path
 
 
 def evaluate(run_dir: Path, data: str | None = None, **reader: str | None) -> dict:

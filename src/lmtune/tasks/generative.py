@@ -24,8 +24,8 @@ from lmtune.models.chat_template import Stop
 from lmtune.models.generate import generate_answers
 from lmtune.models.load import load_generative, load_tokenizer, set_attention, training_attention
 from lmtune.models.methods import apply_method, count_parameters, load_options
-from lmtune.models.weights import is_adapter, load_weights, save_weights
-from lmtune.runs import MARKER, check_resumable, prune_checkpoints
+from lmtune.models.weights import load_weights, save_weights
+from lmtune.runs import MARKER, check_resumable, model_meta, prune_checkpoints
 from lmtune.train import build_trainer, fit, inference_precision
 
 
@@ -104,6 +104,33 @@ def read_examples(config: RunConfig) -> tuple[dict[str, list[Example]], str, lis
     return splits, loaded["train"].format, skipped
 
 
+def bad_record(config: RunConfig, where: str, problem: str, report: dict) -> None:
+    """data.on_error: stop at the first bad record, or skip it and list it in the report."""
+    if config.data.on_error == "fail":
+        raise LmtuneError(f"{where}: {problem} (data.on_error = skip drops such records)")
+    report.setdefault("skipped", []).append((where, problem))
+
+
+def encode_and_load(config: RunConfig, model_path, tokenizer, examples: dict, skipped: list, encode_split):
+    """Token ids of every split (bad records under data.on_error) and the model, loaded last so that data
+    errors come first; returns (splits, report, model)."""
+    report: dict = {"skipped": list(skipped)}
+    splits = {name: encode_split(config, tokenizer, items, report) for name, items in examples.items()}
+    for name in ("train", "test"):
+        if not splits[name]:
+            raise LmtuneError(
+                f"data: no usable {name} examples left (see data.on_error and model.max_length)"
+            )
+    set_seed(config.training.seed)
+    model = load_generative(
+        model_path,
+        attn_implementation=config.model.attn_implementation,
+        dropout=config.model.dropout,
+        **load_options(config.method),
+    )
+    return splits, report, model
+
+
 # ------------------------------------------------------------------------------ training
 
 
@@ -150,7 +177,7 @@ def train(config: RunConfig, prepared: Prepared, run_dir: Path, resume: bool, tr
     model = trainer.model
     model.config.use_cache = True
     results["tuned"] = score(config, model, tokenizer, stop, splits["test"], "tuned")
-    info = {"task": config.task, "template": prepared.template, "stop": prepared.stop.__dict__}
+    info = {"template": prepared.template, "stop": prepared.stop.__dict__}
     save_model(config, prepared.model_path, model, tokenizer, stop, info, run_dir / "model")
     metrics = finish(config, run_dir, trainer, history, results, prepared.report, splits, (trainable, total))
     (run_dir / MARKER).write_text(json.dumps({"task": config.task, "name": config.output.name}))
@@ -176,15 +203,7 @@ def save_model(config: RunConfig, base_path, model, tokenizer, stop: Stop, info:
         repetition_penalty=config.evaluation.generation.repetition_penalty,
     )
     generation.save_pretrained(folder)
-    meta = {
-        **info,
-        "base_model": config.model.name,
-        "base_path": str(Path(base_path).resolve()),
-        "method": config.method.name,
-        "adapter": is_adapter(folder),
-        "max_length": config.model.max_length,
-        "attn_implementation": config.model.attn_implementation,
-    }
+    meta = model_meta(config, base_path, folder, **info)
     (folder / "lmtune_model.json").write_text(json.dumps(meta, indent=2))
 
 
@@ -251,15 +270,6 @@ class Run:
     info: dict
 
 
-def _base_of(info: dict) -> Path:
-    if info["base_model"].startswith(assets.PREFIX):
-        return Path(assets.resolve_model(info["base_model"]))
-    path = Path(info.get("base_path") or info["base_model"])
-    if not (path / "config.json").is_file():
-        raise LmtuneError(f"this run's adapter needs its base model at '{path}', which is gone")
-    return path
-
-
 def load_run(run_dir: Path) -> Run:
     """A finished run's model (base + adapter, or full weights), tokenizer and stop markers."""
     config = load_config(run_dir / "config.yaml")
@@ -268,7 +278,9 @@ def load_run(run_dir: Path) -> Run:
     tokenizer = load_tokenizer(folder)
     if info["adapter"]:
         base = load_generative(
-            _base_of(info), attn_implementation=info["attn_implementation"], **load_options(config.method)
+            assets.resolve_base(info["base_model"], info.get("base_path")),
+            attn_implementation=info["attn_implementation"],
+            **load_options(config.method),
         )
         model = load_weights(base, folder)
     else:

@@ -9,16 +9,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from transformers import set_seed
-
 from lmtune import assets
 from lmtune.config import RunConfig
 from lmtune.data.batches import Encoded, as_dataset
 from lmtune.data.formats import Example
 from lmtune.errors import LmtuneError
 from lmtune.models.chat_template import Stop
-from lmtune.models.load import is_encoder_decoder, load_generative, load_tokenizer
-from lmtune.models.methods import load_options
+from lmtune.models.load import is_encoder_decoder, load_tokenizer
 from lmtune.tasks import generative
 from lmtune.tasks.generative import Prepared, read_examples, with_system
 from lmtune.train import resolve_precision
@@ -58,10 +55,8 @@ def encode_split(config: RunConfig, tokenizer, examples: list[Example], report: 
         if problem is None:
             user = next((m["content"] for m in reversed(messages[:last]) if m["role"] == "user"), "")
             out.append(Encoded(source, target, example.where, source, user, messages[last]["content"]))
-        elif config.data.on_error == "fail":
-            raise LmtuneError(f"{example.where}: {problem} (data.on_error = skip drops such records)")
         else:
-            report.setdefault("skipped", []).append((example.where, problem))
+            generative.bad_record(config, example.where, problem, report)
     return out
 
 
@@ -76,19 +71,8 @@ def prepare(config: RunConfig) -> Prepared:
     tokenizer = load_tokenizer(model_path)
     if tokenizer.eos_token_id is None:
         raise LmtuneError(f"model.name: the tokenizer of '{model_path}' has no EOS token")
-    report: dict = {"skipped": list(skipped)}
-    splits = {name: encode_split(config, tokenizer, items, report) for name, items in examples.items()}
-    for name in ("train", "test"):
-        if not splits[name]:
-            raise LmtuneError(
-                f"data: no usable {name} examples left (see data.on_error and model.max_length)"
-            )
-    set_seed(config.training.seed)
-    model = load_generative(
-        model_path,
-        attn_implementation=config.model.attn_implementation,
-        dropout=config.model.dropout,
-        **load_options(config.method),
+    splits, report, model = generative.encode_and_load(
+        config, model_path, tokenizer, examples, skipped, encode_split
     )
     stop = Stop([tokenizer.eos_token_id], [])
     return Prepared(model_path, tokenizer, model, stop, splits, report, template=None, format="chat")

@@ -10,7 +10,6 @@ from __future__ import annotations
 from pathlib import Path
 
 from datasets import Dataset
-from transformers import set_seed
 
 from lmtune import assets
 from lmtune.config import RunConfig
@@ -25,8 +24,7 @@ from lmtune.models.chat_template import (
     end_of_turn,
     render,
 )
-from lmtune.models.load import load_generative, load_tokenizer, position_limit
-from lmtune.models.methods import load_options
+from lmtune.models.load import load_tokenizer, position_limit
 from lmtune.tasks import generative
 from lmtune.tasks.generative import Prepared, read_examples, with_system
 from lmtune.train import resolve_precision
@@ -77,10 +75,8 @@ def encode_split(config: RunConfig, tokenizer, examples: list[Example], report: 
             problem = "no response tokens to learn from"
         if problem is None:
             out.append(encoded)
-        elif config.data.on_error == "fail":
-            raise LmtuneError(f"{example.where}: {problem} (data.on_error = skip drops such records)")
         else:
-            report.setdefault("skipped", []).append((example.where, problem))
+            generative.bad_record(config, example.where, problem, report)
     return out
 
 
@@ -103,19 +99,8 @@ def prepare(config: RunConfig) -> Prepared:
         )
     template = None if format == "text" else apply_template(tokenizer, config.chat.template)
     stop = end_of_turn(tokenizer) if template else Stop([tokenizer.eos_token_id], [])
-    report: dict = {"skipped": list(skipped)}
-    splits = {name: encode_split(config, tokenizer, items, report) for name, items in examples.items()}
-    for name in ("train", "test"):
-        if not splits[name]:
-            raise LmtuneError(
-                f"data: no usable {name} examples left (see data.on_error and model.max_length)"
-            )
-    set_seed(config.training.seed)
-    model = load_generative(
-        model_path,
-        attn_implementation=config.model.attn_implementation,
-        dropout=config.model.dropout,
-        **load_options(config.method),
+    splits, report, model = generative.encode_and_load(
+        config, model_path, tokenizer, examples, skipped, encode_split
     )
     if model.config.is_encoder_decoder:
         raise LmtuneError(
