@@ -29,7 +29,9 @@ test: lint
 	$(BIN)/python -m pytest -q tests
 
 bench: setup
+	$(BIN)/python -m pip install -q -c constraints.txt -e '.[bench]'  # trl, the peer of sft_speed.py
 	$(BIN)/python bench/sst2_speed.py
+	$(BIN)/python bench/sft_speed.py
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache
