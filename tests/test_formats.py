@@ -8,7 +8,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from lmtune.data.formats import FORMATS, detect_format, load_examples, read_records
+from lmtune.data.formats import FORMATS, detect_format, load_examples
+from lmtune.data.load import ReadOptions, iter_records
 from lmtune.errors import LmtuneError
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
@@ -257,7 +258,7 @@ BAD = [
         conversation(("user", "Q"), ("assistant", "A"), ("tool", "r")),
         "ends with a tool turn; the last turn must be the assistant's",
     ),
-    ('{"messages": [}', "malformed JSON: Expecting value at column 15"),
+    ('{"messages": [}', "malformed JSON line: Expecting value at column 15"),
     ("[1, 2]", "expected a JSON object, got a list"),
     (
         {"messages": [{"content": "Q"}, {"role": "assistant", "content": "A"}]},
@@ -315,6 +316,11 @@ def test_bad_text_and_prompt_completion_records(tmp_path):
         load_examples(path)
 
 
+WRONG_COUNT = (
+    "3 fields where 2 are expected (separator ','); check data.separator, data.quoting and data.columns"
+)
+
+
 def test_csv_line_numbers_follow_multiline_cells_and_count_mismatches(tmp_path):
     path = tmp_path / "m.csv"
     path.write_text('instruction,output\n"spans\ntwo lines",a\nI,\n\nI,b,extra\nI,"ok"\n')
@@ -322,7 +328,7 @@ def test_csv_line_numbers_follow_multiline_cells_and_count_mismatches(tmp_path):
     assert [e.where for e in examples.items] == [f"{path}:2", f"{path}:7"]
     assert examples.skipped == [
         (f"{path}:4", "empty field 'output'"),
-        (f"{path}:6", "3 fields where the header has 2"),
+        (f"{path}:6", WRONG_COUNT),
     ]
     assert len(examples.items) + len(examples.skipped) == 4
 
@@ -357,7 +363,7 @@ def test_nothing_usable_and_file_level_problems(tmp_path):
     with pytest.raises(LmtuneError, match=r"data file '.*nope\.json' does not exist"):
         load_examples(tmp_path / "nope.json")
     (tmp_path / "e.jsonl").write_text("\n \n")
-    with pytest.raises(LmtuneError, match=r"e\.jsonl: the file is empty"):
+    with pytest.raises(LmtuneError, match=r"e\.jsonl: no records found"):
         load_examples(tmp_path / "e.jsonl")
     (tmp_path / "broken.json").write_text('[\n{"text": "a"},\n{"text": }\n]')
     with pytest.raises(LmtuneError, match=r"broken\.json:3: malformed JSON"):
@@ -385,7 +391,7 @@ def test_json_object_holding_a_list_and_jsonl_named_json(tmp_path):
         load_examples(tmp_path / "two.json")
     path = tmp_path / "lines.json"  # what datasets' to_json writes
     path.write_text('{"text": "a"}\n{"text": "b"}\n')
-    assert [(r, w) for r, w, _ in read_records(path)] == [
+    assert [(r, w) for r, w, _ in iter_records(path, ReadOptions())] == [
         ({"text": "a"}, f"{path}:1"),
         ({"text": "b"}, f"{path}:2"),
     ]

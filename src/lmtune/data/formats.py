@@ -7,15 +7,12 @@ counted. Checks that need a tokenizer (length) are left to the recipe.
 
 from __future__ import annotations
 
-import csv
-import io
 import json
-import re
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from lmtune.data.load import ReadOptions, iter_records
 from lmtune.errors import LmtuneError
 
 FORMATS: tuple[str, ...] = ("alpaca", "messages", "sharegpt", "prompt_completion", "text")
@@ -38,9 +35,6 @@ SHAREGPT_ROLES = {
     **dict.fromkeys(("observation", "tool", "function"), "tool"),
 }
 TOOLS_INTRO = "You can call these tools:\n"
-BAD_BYTE = re.compile("[\udc80-\udcff]")  # what errors="surrogateescape" turns undecodable bytes into
-
-Record = tuple[dict | None, str, str | None]
 
 
 @dataclass
@@ -61,146 +55,14 @@ class Examples:
         return len(self.items)
 
 
-class _Bad(Exception):
+class Bad(Exception):
     """A problem with one record: reported as (where, reason) under the on_error policy."""
 
 
-def _kind(value: Any) -> str:
+def kind_of(value: Any) -> str:
     """JSON's name for a value's type, which is what users see in their files."""
     names = {str: "a string", bool: "a boolean", int: "a number", float: "a number", list: "a list"}
     return "null" if value is None else names.get(type(value), "an object")
-
-
-def _decode(path: Path, encoding: str) -> tuple[str, bool]:
-    """The file's text, and whether some bytes were undecodable (kept as surrogates to report per record)."""
-    raw = path.read_bytes()
-    codec = "utf-8-sig" if encoding.lower().replace("_", "-") in ("utf-8", "utf8") else encoding
-    try:
-        text, damaged = raw.decode(codec), False
-    except UnicodeDecodeError:
-        text, damaged = raw.decode(codec, errors="surrogateescape"), True
-    except LookupError:
-        raise LmtuneError(f"data.encoding: unknown encoding '{encoding}'") from None
-    if not text.strip():
-        raise LmtuneError(f"{path}: the file is empty")
-    return text, damaged
-
-
-def _object(value: Any, where: str) -> Record:
-    if isinstance(value, dict):
-        return value, where, None
-    return None, where, f"expected a JSON object, got {_kind(value)}"
-
-
-def _jsonl_records(path: Path, text: str) -> list[Record]:
-    records = []
-    # split("\n"), not splitlines(): U+2028 and friends may sit unescaped inside JSON strings
-    for line, raw in enumerate(text.split("\n"), 1):
-        if raw.strip():
-            try:
-                records.append(_object(json.loads(raw), f"{path}:{line}"))
-            except json.JSONDecodeError as exc:
-                records.append((None, f"{path}:{line}", f"malformed JSON: {exc.msg} at column {exc.colno}"))
-    return records
-
-
-def _is_jsonl(text: str) -> bool:
-    """A .json file holding one object per line (common, and accepted by other tools)."""
-    first, _, rest = text.lstrip().partition("\n")
-    try:
-        return first.startswith("{") and bool(rest.strip()) and isinstance(json.loads(first), dict)
-    except json.JSONDecodeError:
-        return False
-
-
-def _is_record_list(value: Any) -> bool:
-    return isinstance(value, list) and bool(value) and all(isinstance(item, dict) for item in value)
-
-
-def _json_records(path: Path, text: str) -> list[Record]:
-    if path.suffix.lower() in (".jsonl", ".ndjson") or _is_jsonl(text):
-        return _jsonl_records(path, text)
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as exc:  # one broken array loses every record: a file-level error
-        raise LmtuneError(f"{path}:{exc.lineno}: malformed JSON ({exc.msg})") from None
-    if isinstance(data, dict) and not {"messages", "conversations"} & set(data):  # e.g. {"data": [...]}
-        lists = [key for key, value in data.items() if _is_record_list(value)]
-        if len(lists) > 1:
-            raise LmtuneError(f"{path}: the object holds several lists of records ({', '.join(lists)})")
-        data = data[lists[0]] if lists else data
-    if not isinstance(data, list):
-        data = [data]
-    return [_object(item, f"{path}: record {number}") for number, item in enumerate(data, 1)]
-
-
-def _table_records(path: Path, text: str) -> list[Record]:
-    """CSV/TSV rows by the line they start on; quoting is honoured in both, since outputs span lines."""
-    csv.field_size_limit(sys.maxsize)
-    separator = "\t" if path.suffix.lower() == ".tsv" else ","
-    reader = csv.reader(io.StringIO(text, newline=""), delimiter=separator)
-    header = [name.strip() for name in next(reader, [])]
-    records, start = [], reader.line_num + 1
-    try:
-        for values in reader:
-            where, start = f"{path}:{start}", reader.line_num + 1
-            if not any(value.strip() for value in values):
-                continue
-            if len(values) != len(header):
-                records.append((None, where, f"{len(values)} fields where the header has {len(header)}"))
-            else:
-                records.append((dict(zip(header, values, strict=True)), where, None))
-    except csv.Error as exc:
-        raise LmtuneError(f"{path}:{reader.line_num}: unreadable row ({exc})") from None
-    return records
-
-
-def _text_records(path: Path, text: str) -> list[Record]:
-    lines = enumerate(text.split("\n"), 1)
-    return [({"text": raw.removesuffix("\r")}, f"{path}:{line}", None) for line, raw in lines if raw.strip()]
-
-
-def _parquet_records(path: Path) -> list[Record]:
-    import pyarrow.parquet as pq  # imported here: only Parquet users pay for it
-
-    try:
-        rows = pq.read_table(path).to_pylist()
-    except (OSError, ValueError) as exc:  # pyarrow.ArrowInvalid is a ValueError
-        raise LmtuneError(f"{path}: not a readable Parquet file ({exc})") from None
-    return [(row, f"{path}: record {number}", None) for number, row in enumerate(rows, 1)]
-
-
-READERS = {
-    **dict.fromkeys((".json", ".jsonl", ".ndjson"), _json_records),
-    **dict.fromkeys((".csv", ".tsv"), _table_records),
-    **dict.fromkeys((".txt", ".raw"), _text_records),
-}
-
-
-def _flag_bad_bytes(record: Record, encoding: str) -> Record:
-    value, where, problem = record
-    found = BAD_BYTE.search(json.dumps(value, ensure_ascii=False, default=str)) if problem is None else None
-    if not found:
-        return record
-    hint = "set data.encoding (e.g. latin-1, cp1252, utf-16)"
-    return None, where, f"byte 0x{ord(found.group()) - 0xDC00:02x} is not valid {encoding}; {hint}"
-
-
-def read_records(path: str | Path, encoding: str = "utf-8") -> list[Record]:
-    """(record, where, problem) for each record; a record that cannot be read has a problem instead."""
-    path = Path(path)
-    if not path.is_file():
-        raise LmtuneError(f"data file '{path}' does not exist")
-    suffix = path.suffix.lower()
-    if suffix == ".parquet":
-        return _parquet_records(path)
-    if suffix not in READERS:
-        raise LmtuneError(
-            f"{path}: cannot tell the file type from '{suffix}'; use {', '.join([*READERS, '.parquet'])}"
-        )
-    text, damaged = _decode(path, encoding)
-    records = READERS[suffix](path, text)
-    return [_flag_bad_bytes(record, encoding) for record in records] if damaged else records
 
 
 def _describe(fmt: str) -> str:
@@ -233,14 +95,14 @@ def _field(record: dict, key: str, names: dict[str, str], want: type = str, requ
         try:
             value = json.loads(value)
         except json.JSONDecodeError:
-            raise _Bad(f"field '{label}' must be a list (or a JSON string of one)") from None
+            raise Bad(f"field '{label}' must be a list (or a JSON string of one)") from None
     if value is None or value == [] or (isinstance(value, str) and not value.strip()):
         if not required:
             return None
         mapped = f" (data.fields maps {key} to it)" if label != key else ""
-        raise _Bad(f"missing field '{label}'{mapped}" if key not in record else f"empty field '{label}'")
+        raise Bad(f"missing field '{label}'{mapped}" if key not in record else f"empty field '{label}'")
     if not isinstance(value, want):
-        raise _Bad(f"field '{label}' must be {'a string' if want is str else 'a list'}, got {_kind(value)}")
+        raise Bad(f"field '{label}' must be {'a string' if want is str else 'a list'}, got {kind_of(value)}")
     return value
 
 
@@ -249,15 +111,15 @@ def _content(value: Any, turn: int) -> str:
     if value is None or isinstance(value, str):
         return value or ""
     if not isinstance(value, list):
-        raise _Bad(f"turn {turn}: content must be a string or a list of text parts, got {_kind(value)}")
+        raise Bad(f"turn {turn}: content must be a string or a list of text parts, got {kind_of(value)}")
     texts = []
     for number, part in enumerate(value, 1):
         if not isinstance(part, dict):
-            raise _Bad(f"turn {turn}: content part {number} must be an object, got {_kind(part)}")
+            raise Bad(f"turn {turn}: content part {number} must be an object, got {kind_of(part)}")
         if (part.get("type") or "text") != "text":
-            raise _Bad(f"turn {turn}: content part of type '{part['type']}' is not supported (text only)")
+            raise Bad(f"turn {turn}: content part of type '{part['type']}' is not supported (text only)")
         if not isinstance(part.get("text"), str):
-            raise _Bad(f"turn {turn}: content part {number} has no text")
+            raise Bad(f"turn {turn}: content part {number} has no text")
         texts.append(part["text"])
     return "\n".join(texts)
 
@@ -266,18 +128,18 @@ def _turns(items: list, roles: dict[str, str]) -> list[dict]:
     messages = []
     for number, turn in enumerate(items, 1):
         if not isinstance(turn, dict):
-            raise _Bad(f"turn {number} must be an object, got {_kind(turn)}")
+            raise Bad(f"turn {number} must be an object, got {kind_of(turn)}")
         role = next((turn[key] for key in ("role", "from") if turn.get(key) is not None), None)
         if role is None:
-            raise _Bad(f"turn {number} has no 'role' (or 'from')")
+            raise Bad(f"turn {number} has no 'role' (or 'from')")
         if not isinstance(role, str) or role not in roles:
-            raise _Bad(f"unknown role '{role}' in turn {number} (allowed: {', '.join(roles)})")
+            raise Bad(f"unknown role '{role}' in turn {number} (allowed: {', '.join(roles)})")
         raw = next((turn[key] for key in ("content", "value") if turn.get(key) is not None), None)
         content = _content(raw, number)
         if not content.strip():
-            raise _Bad(f"empty {roles[role]} turn (turn {number})")
+            raise Bad(f"empty {roles[role]} turn (turn {number})")
         if roles[role] == "system" and messages:
-            raise _Bad(f"system message at turn {number} is not first")
+            raise Bad(f"system message at turn {number} is not first")
         messages.append({"role": roles[role], "content": content})
     return messages
 
@@ -288,7 +150,7 @@ def _tools(record: dict, names: dict[str, str]) -> str | None:
     if isinstance(value, str):
         return value if value.strip() not in ("", "[]", "{}") else None
     if value is not None and not isinstance(value, list | dict):
-        raise _Bad(f"field '{names.get('tools', 'tools')}' must be a string or a list, got {_kind(value)}")
+        raise Bad(f"field '{names.get('tools', 'tools')}' must be a string or a list, got {kind_of(value)}")
     return json.dumps(value, ensure_ascii=False) if value else None
 
 
@@ -296,11 +158,11 @@ def _check_order(messages: list[dict]) -> list[dict]:
     """Only assistant turns are learned: a conversation must start with the user and end with the assistant."""
     body = messages[1:] if messages[0]["role"] == "system" else messages
     if not any(message["role"] == "assistant" for message in body):
-        raise _Bad("no assistant turn")
+        raise Bad("no assistant turn")
     if body[0]["role"] != "user":
-        raise _Bad(f"the first turn after any system message is from the {body[0]['role']}, not the user")
+        raise Bad(f"the first turn after any system message is from the {body[0]['role']}, not the user")
     if body[-1]["role"] != "assistant":
-        raise _Bad(f"ends with a {body[-1]['role']} turn; the last turn must be the assistant's")
+        raise Bad(f"ends with a {body[-1]['role']} turn; the last turn must be the assistant's")
     return messages
 
 
@@ -329,13 +191,13 @@ def _alpaca(record: dict, names: dict[str, str]) -> list[dict]:
             or len(pair) != 2
             or not all(isinstance(t, str) and t.strip() for t in pair)
         ):
-            raise _Bad(f"history item {number} must be a [user, assistant] pair of non-empty strings")
+            raise Bad(f"history item {number} must be a [user, assistant] pair of non-empty strings")
         messages += [{"role": "user", "content": pair[0]}, {"role": "assistant", "content": pair[1]}]
     user = f"{instruction}\n\n{extra}" if extra else instruction
     return [*messages, {"role": "user", "content": user}, {"role": "assistant", "content": output}]
 
 
-def _example(fmt: str, record: dict, names: dict[str, str], where: str) -> Example:
+def to_example(fmt: str, record: dict, names: dict[str, str], where: str) -> Example:
     if fmt == "text":
         return Example(None, _field(record, "text", names), where)
     if fmt == "alpaca":
@@ -348,7 +210,35 @@ def _example(fmt: str, record: dict, names: dict[str, str], where: str) -> Examp
     return Example(_chat(record, names, key, roles), None, where)
 
 
-def _rename(record: dict | None, names: dict[str, str]) -> dict | None:
+def labelled(
+    record: dict, text: str, label: str, group: str | None
+) -> tuple[str, str | int | float, str | None]:
+    """(text, raw label, group) of a classification record; the label is normalised by the pipeline."""
+
+    def get(column: str, key: str, what: str):
+        if column not in record:
+            found = ", ".join(map(str, record)) or "none"
+            raise Bad(f"missing field '{column}' (fields found: {found}); set data.{key}")
+        value = record[column]
+        if value is None or (isinstance(value, str) and not value.strip()):
+            raise Bad(f"empty {what} in field '{column}'")
+        return value
+
+    value = get(text, "text_column", "text")
+    if not isinstance(value, str):
+        raise Bad(f"field '{text}' must be a string, got {kind_of(value)}")
+    tag = get(label, "label_column", "label")
+    if not isinstance(tag, str | int | float) or isinstance(tag, bool):
+        raise Bad(f"field '{label}' must be a string or a number, got {kind_of(tag)}")
+    key = None
+    if group is not None:
+        key = get(group, "group_column", "group")
+        if not isinstance(key, str | int):
+            raise Bad(f"field '{group}' must be a string or a number, got {kind_of(key)}")
+    return value, tag, None if key is None else str(key)
+
+
+def rename(record: dict | None, names: dict[str, str]) -> dict | None:
     """Give mapped fields their canonical names; a mapped name absent from the record leaves the field absent."""
     if record is None or not names:
         return record
@@ -360,7 +250,7 @@ def _rename(record: dict | None, names: dict[str, str]) -> dict | None:
     return renamed
 
 
-def _check_options(format: str, fields: dict[str, str], on_error: str) -> None:
+def check_options(format: str, fields: dict[str, str], on_error: str) -> None:
     if format != "auto" and format not in FORMATS:
         raise LmtuneError(f"data.format: unknown format '{format}' (accepted: auto, {', '.join(FORMATS)})")
     unknown = [key for key in fields if key not in KNOWN_FIELDS]
@@ -383,9 +273,10 @@ def load_examples(
 ) -> Examples:
     """Read one file into canonical examples; on_error="fail" raises at the first bad record."""
     path, names = Path(path), dict(fields or {})
-    _check_options(format, names, on_error)
+    check_options(format, names, on_error)
     records = [
-        (_rename(record, names), where, problem) for record, where, problem in read_records(path, encoding)
+        (rename(record, names), where, problem)
+        for record, where, problem in iter_records(path, ReadOptions(encoding=encoding))
     ]
     if not records:
         raise LmtuneError(f"{path}: no records found")
@@ -395,9 +286,9 @@ def load_examples(
     for record, where, problem in records:
         if problem is None:
             try:
-                result.items.append(_example(fmt, record, names, where))
+                result.items.append(to_example(fmt, record, names, where))
                 continue
-            except _Bad as bad:
+            except Bad as bad:
                 problem = str(bad)
         if on_error == "fail":
             raise LmtuneError(f"{where}: {problem}")

@@ -1,158 +1,304 @@
-"""Read labelled text files (CSV, TSV, JSON, JSONL) into rows that remember where they came from.
+"""Read data files into records that remember where they came from, one at a time.
 
-Every row keeps its source `file:line` so that a bad row can be reported precisely.
+Formats: JSON (array, or one object per line), JSONL, CSV/TSV (or any separator), Parquet, plain text
+(one record per line), a folder saved by `datasets`, and globs of many files. Text files are read as a
+stream, so a file larger than memory never loads whole (a JSON array does: its syntax needs the whole
+file). Each record comes as (record, where, problem): `where` is "file:line" or "file: record N", and a
+record that cannot be read carries its problem instead of stopping the reader, so the caller's
+`on_error` policy decides.
+
+Encodings: an explicit `encoding`, or `auto`: UTF-8 (with or without a byte-order mark); a file with
+invalid UTF-8 and no valid multi-byte sequence at all is a legacy file and is read as cp1252 (or
+latin-1) with a warning; a UTF-8 file with a few damaged rows keeps UTF-8 and reports those rows.
 """
 
 from __future__ import annotations
 
+import codecs
 import csv
-import io
+import glob
 import json
+import re
 import sys
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from lmtune.errors import LmtuneError
 
-SUFFIX_SEPARATORS = {".csv": ",", ".tsv": "\t", ".txt": "\t"}
-JSON_SUFFIXES = {".json", ".jsonl", ".ndjson"}
+Record = tuple[dict | None, str, str | None]  # (record, where, problem)
+BAD_BYTE = re.compile("[\udc80-\udcff]")  # what errors="surrogateescape" turns undecodable bytes into
+NON_ASCII = re.compile("[^\x00-\x7f\udc80-\udcff]")
+JSON_SUFFIXES = (".json", ".jsonl", ".ndjson")
+TABLE_SEPARATORS = {".csv": ",", ".tsv": "\t"}
+TEXT_SUFFIXES = (".txt", ".raw", ".text")
+SUFFIXES = (*JSON_SUFFIXES, *TABLE_SEPARATORS, *TEXT_SUFFIXES, ".parquet")
+CHUNK = 1 << 22
 
 
 @dataclass
-class Rows:
-    """Texts and string labels of one split, with the place each row came from."""
+class ReadOptions:
+    """How to read delimited and text files; JSON and Parquet need none of it."""
 
-    texts: list[str]
-    labels: list[str]
-    where: list[str]
-
-    def __len__(self) -> int:
-        return len(self.texts)
-
-    def subset(self, indices) -> Rows:
-        return Rows(
-            [self.texts[i] for i in indices],
-            [self.labels[i] for i in indices],
-            [self.where[i] for i in indices],
-        )
+    encoding: str = "auto"
+    separator: str | None = None  # default from the suffix; given for a .txt file, it makes it a table
+    quoting: str = "auto"  # auto: csv quoting for .csv, none for .tsv (GLUE style)
+    columns: list[str] | None = None  # names of a headerless delimited file's columns
 
 
-def _read_text(path: Path, encoding: str) -> str:
-    if not path.is_file():
-        raise LmtuneError(f"data file '{path}' does not exist")
-    raw = path.read_bytes()
-    if not raw.strip():
-        raise LmtuneError(f"{path}: the file is empty")
+@dataclass
+class Source:
+    """One file as read: what it was taken for, so a report can say it."""
+
+    path: Path
+    kind: str  # json, jsonl, table, text, parquet, saved
+    encoding: str | None
+    warning: str | None = None
+    damaged: bool = False  # some bytes do not decode: rows are checked one by one
+
+
+def expand(spec: str | list[str], key: str) -> list[Path]:
+    """Files named by a path, a glob or a list of them, in a stable order; a pattern matching nothing is an
+    error naming the config key."""
+    paths: list[Path] = []
+    for item in [spec] if isinstance(spec, str) else spec:
+        if glob.has_magic(item):
+            found = sorted(Path(p) for p in glob.glob(item, recursive=True) if Path(p).is_file())
+            if not found:
+                raise LmtuneError(f"{key}: no file matches '{item}'")
+            paths += found
+        elif Path(item).exists():
+            paths.append(Path(item))
+        else:
+            raise LmtuneError(f"{key}: file '{item}' does not exist")
+    return paths
+
+
+def _codec(encoding: str) -> str:
+    name = codecs.lookup(encoding).name if encoding != "auto" else "auto"
+    return "utf-8-sig" if name == "utf-8" else name  # spreadsheets save "CSV UTF-8" with a byte-order mark
+
+
+def detect_encoding(path: Path, encoding: str = "auto") -> tuple[str, str | None, bool]:
+    """(codec, warning, damaged): the explicit encoding or what `auto` decides after one pass over the
+    bytes; `damaged` says whether some bytes do not decode, so that only then rows are checked one by one."""
     try:
-        # utf-8-sig: files saved as "CSV UTF-8" by spreadsheet programs start with a byte-order mark
-        return raw.decode(
-            "utf-8-sig" if encoding.lower().replace("_", "-") in ("utf-8", "utf8") else encoding
-        )
-    except UnicodeDecodeError as exc:
-        line = raw[: exc.start].count(b"\n") + 1
-        raise LmtuneError(
-            f"{path}:{line}: byte 0x{raw[exc.start]:02x} is not valid {encoding}; "
-            "set data.encoding (e.g. latin-1, cp1252, utf-16)"
-        ) from None
+        codec = _codec(encoding)
     except LookupError:
         raise LmtuneError(f"data.encoding: unknown encoding '{encoding}'") from None
+    if codec not in ("auto", "utf-8-sig"):
+        return codec, None, codec not in ("latin-1", "iso8859-1")  # latin-1 decodes every byte
+    decoder = codecs.getincrementaldecoder("utf-8")(errors="surrogateescape")
+    invalid = multibyte = 0
+    legacy_ok = True
+    with open(path, "rb") as handle:
+        while chunk := handle.read(CHUNK):
+            text = decoder.decode(chunk)
+            if not chunk.isascii():
+                invalid += len(BAD_BYTE.findall(text))
+                multibyte += len(NON_ASCII.findall(text))
+                try:
+                    chunk.decode("cp1252")
+                except UnicodeDecodeError:
+                    legacy_ok = False
+    invalid += len(BAD_BYTE.findall(decoder.decode(b"", final=True)))
+    if invalid == 0 or multibyte or codec == "utf-8-sig":
+        return "utf-8-sig", None, invalid > 0  # a UTF-8 file with damaged rows: those rows are reported
+    legacy = "cp1252" if legacy_ok else "latin-1"
+    return legacy, f"{path}: not UTF-8; read as {legacy} (set data.encoding to choose another)", False
 
 
-def _table_records(path: Path, text: str, separator: str, quoting: str):
-    """Yield (line number, record dict) from a delimited file with a header row."""
+def _has_bad_bytes(value: Any) -> str | None:
+    if isinstance(value, str):
+        found = BAD_BYTE.search(value)
+        return found.group() if found else None
+    items = value.values() if isinstance(value, dict) else value if isinstance(value, list) else ()
+    return next((found for item in items if (found := _has_bad_bytes(item))), None)
+
+
+def _bad_bytes(record: Record, codec: str) -> Record:
+    """A record holding undecodable bytes becomes a problem naming the first byte."""
+    value, where, problem = record
+    if problem is not None or value is None:
+        return record
+    found = _has_bad_bytes(value)
+    if not found:
+        return record
+    name = "utf-8" if codec == "utf-8-sig" else codec
+    hint = "set data.encoding (e.g. latin-1, cp1252, utf-16)"
+    return None, where, f"byte 0x{ord(found) - 0xDC00:02x} is not valid {name}; {hint}"
+
+
+def _kind(value: Any) -> str:
+    names = {str: "a string", bool: "a boolean", int: "a number", float: "a number", list: "a list"}
+    return "null" if value is None else names.get(type(value), "an object")
+
+
+def _object(value: Any, where: str) -> Record:
+    if isinstance(value, dict):
+        return value, where, None
+    return None, where, f"expected a JSON object, got {_kind(value)}"
+
+
+def _jsonl(handle, path: Path) -> Iterator[Record]:
+    # line by line on "\n" only: U+2028 and friends may sit unescaped inside JSON strings
+    for line, raw in enumerate(handle, 1):
+        if raw.strip():
+            try:
+                yield _object(json.loads(raw.rstrip("\r\n")), f"{path}:{line}")
+            except json.JSONDecodeError as exc:
+                yield None, f"{path}:{line}", f"malformed JSON line: {exc.msg} at column {exc.colno}"
+
+
+def _is_record_list(value: Any) -> bool:
+    return isinstance(value, list) and bool(value) and all(isinstance(item, dict) for item in value)
+
+
+def _json_array(handle, path: Path) -> Iterator[Record]:
+    try:
+        data = json.load(handle)
+    except json.JSONDecodeError as exc:  # one broken array loses every record: a file-level error
+        raise LmtuneError(f"{path}:{exc.lineno}: malformed JSON ({exc.msg})") from None
+    if isinstance(data, dict) and not {"messages", "conversations"} & set(data):  # e.g. {"data": [...]}
+        lists = [key for key, value in data.items() if _is_record_list(value)]
+        if len(lists) > 1:
+            raise LmtuneError(f"{path}: the object holds several lists of records ({', '.join(lists)})")
+        data = data[lists[0]] if lists else data
+    for number, item in enumerate(data if isinstance(data, list) else [data], 1):
+        yield _object(item, f"{path}: record {number}")
+
+
+def _looks_like_jsonl(path: Path, codec: str) -> bool:
+    """A .json file holding one object per line (common, and accepted by other tools)."""
+    with open(path, encoding=codec, errors="surrogateescape", newline="") as handle:
+        first = next((line for line in handle if line.strip()), "")
+        second = next((line for line in handle if line.strip()), "")
+    try:
+        return first.lstrip().startswith("{") and bool(second) and isinstance(json.loads(first), dict)
+    except json.JSONDecodeError:
+        return False
+
+
+def _table(handle, path: Path, options: ReadOptions, separator: str) -> Iterator[Record]:
+    """Rows by the line they start on; quoted fields may span lines."""
     csv.field_size_limit(sys.maxsize)
-    quote = csv.QUOTE_NONE if quoting == "none" else csv.QUOTE_MINIMAL
-    # StringIO, not str.splitlines: splitlines also breaks at U+0085 and other Unicode separators
-    reader = csv.reader(io.StringIO(text, newline=""), delimiter=separator, quoting=quote)
+    quoting = options.quoting
+    if quoting == "auto":
+        quoting = "none" if separator == "\t" else "csv"
+    reader = csv.reader(
+        handle, delimiter=separator, quoting=csv.QUOTE_NONE if quoting == "none" else csv.QUOTE_MINIMAL
+    )
+    header = options.columns
     try:
-        header = next(reader)
-    except StopIteration:
-        raise LmtuneError(f"{path}: the file is empty") from None
-    header = [name.strip() for name in header]
-    start = reader.line_num + 1
-    try:
+        if header is None:
+            header = [name.strip().lstrip("\ufeff") for name in next(reader, [])]
+        start = reader.line_num + 1
         for values in reader:
-            line = start
-            start = reader.line_num + 1
-            if not values or all(not v.strip() for v in values):
+            where, start = f"{path}:{start}", reader.line_num + 1
+            if not any(value.strip() for value in values):
                 continue
             if len(values) != len(header):
-                raise LmtuneError(
-                    f"{path}:{line}: {len(values)} fields where the header has {len(header)} "
-                    f"(separator {separator!r}); check data.separator and data.quoting"
+                yield (
+                    None,
+                    where,
+                    f"{len(values)} fields where {len(header)} are expected (separator {separator!r}); "
+                    "check data.separator, data.quoting and data.columns",
                 )
-            yield line, dict(zip(header, values, strict=True))
+            else:
+                yield dict(zip(header, values, strict=True)), where, None
     except csv.Error as exc:
         raise LmtuneError(f"{path}:{reader.line_num}: unreadable row ({exc})") from None
 
 
-def _json_records(path: Path, text: str):
-    stripped = text.lstrip()
-    if stripped.startswith("["):
-        try:
-            records = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise LmtuneError(f"{path}:{exc.lineno}: malformed JSON ({exc.msg})") from None
-        for number, record in enumerate(records, 1):
-            if not isinstance(record, dict):
-                raise LmtuneError(f"{path}: record {number} is not an object")
-            yield f"record {number}", record
-        return
-    for line, raw in enumerate(text.split("\n"), 1):
-        if not raw.strip():
-            continue
-        try:
-            record = json.loads(raw)
-        except json.JSONDecodeError as exc:
-            raise LmtuneError(f"{path}:{line}: malformed JSON line ({exc.msg})") from None
-        if not isinstance(record, dict):
-            raise LmtuneError(f"{path}:{line}: expected a JSON object, got {type(record).__name__}")
-        yield line, record
+def _text(handle, path: Path) -> Iterator[Record]:
+    for line, raw in enumerate(handle, 1):
+        raw = raw.rstrip("\r\n")
+        if raw.strip():
+            yield {"text": raw}, f"{path}:{line}", None
 
 
-def read_labelled(
-    path: str | Path,
-    text_column: str,
-    label_column: str,
-    *,
-    encoding: str = "utf-8",
-    separator: str | None = None,
-    quoting: str = "auto",
-) -> Rows:
-    """Read one labelled file; a missing column, empty text or empty label is an error naming file:line."""
-    path = Path(path)
-    text = _read_text(path, encoding)
+def _parquet(path: Path) -> Iterator[Record]:
+    import pyarrow.parquet as pq
+
+    try:
+        parquet = pq.ParquetFile(path)
+    except (OSError, ValueError) as exc:  # pyarrow.ArrowInvalid is a ValueError
+        raise LmtuneError(f"{path}: not a readable Parquet file ({exc})") from None
+    number = 0
+    for batch in parquet.iter_batches(batch_size=4096):  # bounded memory, whatever the file size
+        for row in batch.to_pylist():
+            number += 1
+            yield row, f"{path}: record {number}", None
+
+
+def _saved(path: Path) -> Iterator[Record]:
+    from datasets import Dataset, DatasetDict, load_from_disk
+
+    try:
+        data = load_from_disk(str(path))
+    except (FileNotFoundError, ValueError) as exc:
+        raise LmtuneError(f"{path}: a folder that `datasets` did not save ({exc})") from None
+    if isinstance(data, DatasetDict):
+        raise LmtuneError(
+            f"{path}: holds several splits ({', '.join(data)}); name one folder, e.g. {path / next(iter(data))}"
+        )
+    assert isinstance(data, Dataset)
+    number = 0
+    for batch in data.iter(batch_size=4096):  # memory-mapped Arrow: read a batch at a time
+        for row in (dict(zip(batch, values, strict=True)) for values in zip(*batch.values(), strict=True)):
+            number += 1
+            yield row, f"{path}: record {number}", None
+
+
+def source(path: Path, options: ReadOptions) -> Source:
+    """What a file will be read as; errors for what cannot be read at all come here, before any row."""
+    if path.is_dir():
+        return Source(path, "saved", None)
+    if not path.is_file():
+        raise LmtuneError(f"data file '{path}' does not exist")
     suffix = path.suffix.lower()
+    if suffix not in SUFFIXES:
+        raise LmtuneError(
+            f"{path}: cannot tell the file type from '{suffix or 'no suffix'}'; use one of {', '.join(SUFFIXES)}, "
+            "or a folder saved by datasets"
+        )
+    if path.stat().st_size == 0:
+        raise LmtuneError(f"{path}: the file is empty")
+    if suffix == ".parquet":
+        return Source(path, "parquet", None)
+    codec, warning, damaged = detect_encoding(path, options.encoding)
     if suffix in JSON_SUFFIXES:
-        records = _json_records(path, text)
+        kind = "jsonl" if suffix != ".json" or _looks_like_jsonl(path, codec) else "json"
+    elif suffix in TABLE_SEPARATORS or options.separator is not None or options.columns is not None:
+        kind = "table"
     else:
-        sep = separator or SUFFIX_SEPARATORS.get(suffix)
-        if sep is None:
-            raise LmtuneError(
-                f"{path}: cannot tell the format from '{suffix}'; use .csv/.tsv/.json/.jsonl or set data.separator"
-            )
-        if quoting == "auto":
-            quoting = "none" if sep == "\t" else "csv"
-        records = _table_records(path, text, sep, quoting)
+        kind = "text"
+    return Source(path, kind, codec, warning, damaged)
 
-    rows = Rows([], [], [])
-    for line, record in records:
-        where = f"{path}:{line}" if isinstance(line, int) else f"{path}: {line}"
-        for column in (text_column, label_column):
-            if column not in record:
-                found = ", ".join(map(str, record)) or "none"
-                raise LmtuneError(
-                    f"{where}: no column '{column}' (columns found: {found}); "
-                    f"set data.{'text' if column == text_column else 'label'}_column"
-                )
-        value, label = record[text_column], record[label_column]
-        if value is None or not str(value).strip():
-            raise LmtuneError(f"{where}: empty text in column '{text_column}'")
-        if label is None or not str(label).strip():
-            raise LmtuneError(f"{where}: empty label in column '{label_column}'")
-        rows.texts.append(str(value).strip())
-        rows.labels.append(str(label).strip())
-        rows.where.append(where)
-    if not rows.texts:
-        raise LmtuneError(f"{path}: no data rows (only a header or blank lines)")
-    return rows
+
+def iter_records(path: Path, options: ReadOptions, src: Source | None = None) -> Iterator[Record]:
+    """Every record of one file, in order, with where it is and any problem reading it."""
+    src = src or source(path, options)
+    if src.kind == "parquet":
+        yield from _parquet(path)
+        return
+    if src.kind == "saved":
+        yield from _saved(path)
+        return
+    # newline="" keeps "\r" inside quoted CSV fields and lets csv count physical lines
+    with open(path, encoding=src.encoding, errors="surrogateescape", newline="") as handle:
+        if src.kind == "json":
+            records = _json_array(handle, path)
+        elif src.kind == "jsonl":
+            records = _jsonl(handle, path)
+        elif src.kind == "table":
+            separator = options.separator or TABLE_SEPARATORS.get(path.suffix.lower(), "\t")
+            records = _table(handle, path, options, separator)
+        else:
+            records = _text(handle, path)
+        if not src.damaged:
+            yield from records
+            return
+        for record in records:
+            yield _bad_bytes(record, src.encoding)
