@@ -1,73 +1,109 @@
-"""Seeded, stratified train/validation/test splits for files that come without them."""
+"""Train/validation/test assignment and k folds.
+
+`hash` (the default) gives each row a number in [0, 1) from a hash of its group key (or, without groups,
+of its text) and the seed, and cuts the splits at fixed points: adding rows never moves an existing row,
+copies of a text land together, and rows of one group never straddle splits. Per-label proportions are
+right in expectation, within sampling noise. `stratified` gives exact per-label proportions (scikit-learn,
+seeded) at the price of stability.
+"""
 
 from __future__ import annotations
 
 from collections import Counter
 
+import numpy as np
+import xxhash
 from sklearn.model_selection import train_test_split
 
-from lmtune.data.load import Rows
 from lmtune.errors import LmtuneError
 
+SCALE = float(2**64)
 
-def _stratify_or_none(labels: list[str], holdout: float) -> list[str] | None:
+
+def unit(hashes: np.ndarray, groups: list | None, seed: int) -> np.ndarray:
+    """A stable number in [0, 1) per row: from its group's name when there are groups, else its hash."""
+    salt = f"{seed}:".encode()
+    if groups is not None:
+        cache: dict = {}
+        values = [cache.setdefault(g, xxhash.xxh3_64_intdigest(salt + str(g).encode())) for g in groups]
+    else:
+        values = [xxhash.xxh3_64_intdigest(salt + int(h).to_bytes(8, "little")) for h in hashes]
+    return np.array(values, dtype=np.uint64).astype(np.float64) / SCALE
+
+
+def assign(
+    hashes: np.ndarray,
+    groups: list | None,
+    labels: list | None,
+    cut: dict[str, float],
+    seed: int,
+    method: str = "hash",
+) -> np.ndarray:
+    """Split code per row: 0 = train, i = the i-th split named in `cut` (name → fraction of all rows)."""
+    n = len(hashes)
+    for name, fraction in cut.items():
+        if n and round(fraction * n) < 1:
+            raise LmtuneError(
+                f"data.split.{name} = {fraction:g} of {n} rows leaves an empty split; use more rows or another fraction"
+            )
+    if method == "hash":
+        u = unit(hashes, groups, seed)
+        codes = np.zeros(n, dtype=np.int8)
+        edge = 0.0
+        for code, fraction in enumerate(cut.values(), 1):
+            codes[(u >= edge) & (u < edge + fraction)] = code
+            edge += fraction
+        return codes
+    if groups is not None:
+        raise LmtuneError(
+            "data.split.method = stratified cannot keep groups together; use hash with data.group_column"
+        )
+    return _stratified(labels, cut, seed)
+
+
+def _stratify_or_none(labels: list, holdout: int) -> list | None:
     """Stratify when every class can appear on both sides; otherwise a plain seeded shuffle."""
+    if labels is None or any(label is None for label in labels):
+        return None
     counts = Counter(labels)
-    n_holdout = int(round(holdout * len(labels)))
-    if min(counts.values()) >= 2 and n_holdout >= len(counts) and len(labels) - n_holdout >= len(counts):
+    if min(counts.values()) >= 2 and holdout >= len(counts) and len(labels) - holdout >= len(counts):
         return labels
     return None
 
 
-def split_off(rows: Rows, fraction: float, seed: int, name: str) -> tuple[Rows, Rows]:
-    """Split `fraction` of rows off (stratified by label, seeded) and return (rest, held_out).
-
-    Rows of a class too rare to appear on both sides (one row) stay on the training side, so
-    that one rare class does not turn stratification off for all the others.
-    """
-    if fraction <= 0:
-        return rows, Rows([], [], [])
-    n_holdout = int(round(fraction * len(rows)))
-    counts = Counter(rows.labels)
-    rare = [i for i, label in enumerate(rows.labels) if counts[label] < 2]
-    pool = [i for i, label in enumerate(rows.labels) if counts[label] >= 2]
-    if n_holdout < 1 or n_holdout >= len(pool):
-        raise LmtuneError(
-            f"data.split.{name} = {fraction:g} of {len(rows)} rows leaves an empty split; "
-            "use more rows or another fraction"
+def _stratified(labels: list | None, cut: dict[str, float], seed: int) -> np.ndarray:
+    """Exact per-label proportions; a class with one row stays in train so it does not turn
+    stratification off for all the others."""
+    n = len(labels) if labels is not None else 0
+    codes = np.zeros(n, dtype=np.int8)
+    counts = Counter(labels or [])
+    pool = [i for i in range(n) if labels is None or counts[labels[i]] >= 2]
+    for code, (name, fraction) in enumerate(cut.items(), 1):
+        holdout = int(round(fraction * n))
+        if holdout >= len(pool):
+            raise LmtuneError(f"data.split.{name} = {fraction:g} of {n} rows leaves no training rows")
+        pool_labels = [labels[i] for i in pool] if labels is not None else None
+        rest, held = train_test_split(
+            pool, test_size=holdout, random_state=seed, stratify=_stratify_or_none(pool_labels, holdout)
         )
-    labels = [rows.labels[i] for i in pool]
-    rest, held = train_test_split(
-        pool,
-        test_size=n_holdout,
-        random_state=seed,
-        stratify=_stratify_or_none(labels, n_holdout / len(pool)),
-    )
-    return rows.subset(sorted(rest + rare)), rows.subset(sorted(held))
+        codes[held] = code
+        pool = sorted(rest)
+    return codes
 
 
-def subsample(rows: Rows, n: int, seed: int) -> Rows:
-    """A stratified, seeded subsample of n rows (or all rows when there are fewer)."""
-    if n >= len(rows):
-        return rows
+def folds(hashes: np.ndarray, groups: list | None, k: int, seed: int) -> np.ndarray:
+    """Fold 0..k-1 per row, hash-stable and group-aware like `assign`."""
+    return np.minimum((unit(hashes, groups, seed + 1) * k).astype(np.int64), k - 1)
+
+
+def subsample_indices(labels: list, n: int, seed: int) -> list[int]:
+    """A stratified, seeded subsample of n rows (all rows when there are fewer)."""
+    if n >= len(labels):
+        return list(range(len(labels)))
     keep, _ = train_test_split(
-        list(range(len(rows))),
+        list(range(len(labels))),
         train_size=n,
         random_state=seed,
-        stratify=_stratify_or_none(rows.labels, 1 - n / len(rows)),
+        stratify=_stratify_or_none(labels, len(labels) - n),
     )
-    return rows.subset(sorted(keep))
-
-
-def random_split(items: list, fraction: float, seed: int, name: str) -> tuple[list, list]:
-    """Split `fraction` of unlabelled items off (seeded shuffle) and return (rest, held_out), in file order."""
-    if fraction <= 0:
-        return items, []
-    n_holdout = int(round(fraction * len(items)))
-    if n_holdout < 1 or n_holdout >= len(items):
-        raise LmtuneError(
-            f"data.split.{name} = {fraction:g} of {len(items)} records leaves an empty split; "
-            "use more records or another fraction"
-        )
-    rest, held = train_test_split(list(range(len(items))), test_size=n_holdout, random_state=seed)
-    return [items[i] for i in sorted(rest)], [items[i] for i in sorted(held)]
+    return sorted(keep)
