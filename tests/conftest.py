@@ -92,7 +92,13 @@ def tiny_config(model_dir: Path, data_path: Path, out: Path, **sections) -> dict
     raw = {
         "task": "classify",
         "model": {"name": str(model_dir), "max_length": 32},
-        "data": {"train": str(data_path)},
+        # the capital records repeat a handful of questions on purpose: no dedup, no leakage removal
+        "data": {
+            "train": str(data_path),
+            "dedup": {"exact": False},
+            "leakage": {"check": False},
+            "split": {"method": "stratified"},
+        },
         "method": {"name": "full"},
         "training": {
             "epochs": 2,
@@ -212,7 +218,13 @@ def tiny_sft_config(model_dir: Path, data_path: Path, out: Path, **sections) -> 
     raw = {
         "task": "sft",
         "model": {"name": str(model_dir), "max_length": 64},
-        "data": {"train": str(data_path)},
+        # the capital records repeat a handful of questions on purpose: no dedup, no leakage removal
+        "data": {
+            "train": str(data_path),
+            "dedup": {"exact": False},
+            "leakage": {"check": False},
+            "split": {"method": "stratified"},
+        },
         "method": {"name": "full"},
         "training": {
             "epochs": 15,

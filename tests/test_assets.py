@@ -46,10 +46,13 @@ def test_unknown_bundled_and_hub_ids_fail_in_one_line(tmp_path):
 def test_bundled_datasets_read_whole(name, sizes, labels):
     config = validate({"data": {"train": name, "split": {"validation": 0.0, "test": 0.1}}}, "test")
     prepared = prepare(config)
-    train_rows = len(prepared.train) + (len(prepared.test) if sizes[1] == 0 else 0)
-    assert train_rows == sizes[0]
-    if sizes[1]:
-        assert len(prepared.test) == sizes[1]
+    reads = [s for s in prepared.data_report["steps"] if s["step"] == "read + validate"]
+    assert [s["rows_in"] for s in reads] == [n for n in sizes if n]  # every row read, none bad
+    assert [s["rows_out"] for s in reads] == [n for n in sizes if n]
+    removed = sum(d["exact"]["removed"] for d in prepared.data_report["duplicates"].values())
+    leaked = prepared.data_report["leakage"]["removed_from_train"]
+    rows = len(prepared.train) + len(prepared.test)
+    assert rows + removed + leaked == sum(sizes)  # every row is accounted for
     assert set(prepared.labels) == labels
     assert Counter(prepared.train.labels)["neutral"] > 0
 
@@ -84,15 +87,17 @@ def test_smollm2_gguf_converts_once_and_rebuilds_a_corrupt_cache(tmp_path, monke
 
 
 def test_bundled_reader_settings_apply_to_bundled_files_only(tmp_path):
-    from lmtune.tasks.classify import read_plan
+    from lmtune.data.pipeline import plan
 
     user_test = tmp_path / "mine.csv"
-    config = validate({"data": {"train": "bundled:drug-reviews", "test": str(user_test)}}, "test")
-    plan = read_plan(config)
-    assert plan["train"][1]["separator"] == "\t" and plan["train"][1]["quoting"] == "csv"
-    path, options = plan["test"]
-    assert path == str(user_test)
-    assert options["separator"] is None and options["encoding"] == "utf-8" and options["quoting"] == "auto"
-    assert options["text_column"] == "review"  # same columns as the data it must match
-    tweets = read_plan(validate({"data": {"train": "bundled:tweets", "validation": str(user_test)}}, "test"))
-    assert tweets["train"][1]["encoding"] == "latin-1" and tweets["validation"][1]["encoding"] == "utf-8"
+    user_test.write_text("review,rating\nfine,positive\n")
+    inputs = plan(validate({"data": {"train": "bundled:drug-reviews", "test": str(user_test)}}, "test"))
+    assert inputs["train"].options.separator == "\t" and inputs["train"].options.quoting == "csv"
+    test = inputs["test"]
+    assert test.paths == [user_test]
+    assert (
+        test.options.separator is None and test.options.encoding == "auto" and test.options.quoting == "auto"
+    )
+    assert test.text_column == "review"  # same columns as the data it must match
+    tweets = plan(validate({"data": {"train": "bundled:tweets", "validation": str(user_test)}}, "test"))
+    assert tweets["train"].options.encoding == "latin-1" and tweets["validation"].options.encoding == "auto"

@@ -89,9 +89,10 @@ def test_not_a_run_dir(tmp_path, capsys):
 @pytest.mark.parametrize(
     ("content", "message"),
     [
-        (b"text,target\nhello,a\n", "no column 'label' (columns found: text, target)"),
+        (b"text,target\nhello,a\n", "missing field 'label' (fields found: text, target)"),
         (b"", "the file is empty"),
-        (b"text,label\nok,a\n\xff\xfebad,b\n", "train.csv:3: byte 0xff is not valid utf-8"),
+        # UTF-8 (the é) with one damaged row; a file with no valid UTF-8 at all would be read as cp1252
+        (b"text,label\ncaf\xc3\xa9,a\n\xff\xfebad,b\n", "train.csv:3: byte 0xff is not valid utf-8"),
     ],
 )
 def test_bad_training_data_leaves_nothing_behind(tiny_model_dir, tmp_path, capsys, content, message):

@@ -139,6 +139,45 @@ def cmd_export(args) -> int:
     return 0
 
 
+def cmd_data_inspect(args) -> int:
+    from lmtune.data import commands
+
+    columns = [c.strip() for c in args.columns.split(",")] if args.columns else None
+    report, kind = commands.inspect(
+        args.files,
+        model=args.model,
+        near=args.near,
+        separator=args.separator,
+        columns=columns,
+        text_column=args.text_column,
+        label_column=args.label_column,
+        encoding=args.encoding,
+        format=args.format,
+    )
+    print(json.dumps(report, indent=2, ensure_ascii=False) if args.json else commands.summary(report, kind))
+    if args.report:
+        out = Path(args.report)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "data_report.json").write_text(json.dumps(report, indent=2, ensure_ascii=False))
+        from lmtune.config import validate
+
+        commands.write_html(out / "data_report.html", report, "lmtune data inspect", validate({}, "defaults"))
+        print(f"report: {out / 'data_report.html'}")
+    return 0
+
+
+def cmd_data_prepare(args) -> int:
+    from lmtune.config import load_config
+    from lmtune.data import commands
+
+    config = load_config(args.config, args.set)
+    out = Path(args.out) if args.out else Path(config.output.dir) / f"{config.output.name}-data"
+    result = commands.prepare(config, out, args.overwrite)
+    print(commands.summary(result.report, "labelled" if config.task == "classify" else "generative"))
+    print(f"\nprepared data: {out} (train/validation/test.jsonl, data_report.json, data_report.html)")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="lmtune",
@@ -192,6 +231,30 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--dtype", choices=["fp32", "bf16", "fp16"], default="fp32")
     export.add_argument("--overwrite", action="store_true", help="replace OUT if it exists")
     export.set_defaults(func=cmd_export)
+
+    data = verbs.add_parser("data", help="inspect data files, or run a config's data pipeline alone")
+    data_verbs = data.add_subparsers(dest="data_verb", required=True, metavar="ACTION")
+    inspect = data_verbs.add_parser("inspect", help="report what is in data files: bad rows, duplicates, …")
+    inspect.add_argument(
+        "files", nargs="+", metavar="FILE", help="files, folders saved by datasets, or globs"
+    )
+    inspect.add_argument("--separator", help="column separator, e.g. ';' or tab (default from the suffix)")
+    inspect.add_argument("--columns", help="column names of a file without a header, e.g. text,label")
+    inspect.add_argument("--text-column")
+    inspect.add_argument("--label-column")
+    inspect.add_argument("--encoding", help="default auto: UTF-8, else cp1252/latin-1 with a warning")
+    inspect.add_argument("--format", help="generative record format (default: detected)")
+    inspect.add_argument("--model", help="count tokens with this model's tokenizer, e.g. bundled:minilm")
+    inspect.add_argument("--near", action="store_true", help="also find near-duplicates (MinHash)")
+    inspect.add_argument("--json", action="store_true", help="print the whole report as JSON")
+    inspect.add_argument("--report", metavar="DIR", help="also write data_report.json/.html into DIR")
+    inspect.set_defaults(func=cmd_data_inspect)
+    prepare = data_verbs.add_parser("prepare", help="run a config's data pipeline; write the prepared splits")
+    prepare.add_argument("config", help="run config (YAML)")
+    prepare.add_argument("--set", **overrides)
+    prepare.add_argument("--out", help="output folder (default: <output.dir>/<output.name>-data)")
+    prepare.add_argument("--overwrite", action="store_true", help="replace the output folder if it exists")
+    prepare.set_defaults(func=cmd_data_prepare)
 
     quickstart = verbs.add_parser(
         "quickstart", help="fine-tune bundled MiniLM on bundled tweets (2 CPU cores, ~2.5 min)"

@@ -41,6 +41,15 @@ class SplitConfig(Section):
     validation: float = Field(0.1, ge=0.0, lt=1.0, description="fraction held out for validation")
     test: float = Field(0.2, ge=0.0, lt=1.0, description="fraction held out for test (when no test file)")
     seed: int = 42
+    method: Literal["hash", "stratified"] = Field(
+        "hash",
+        description="hash: each row's split follows from a hash of its group (or text) and the seed, so "
+        "adding rows never moves existing ones and copies stay together; stratified: exact per-label "
+        "proportions (seeded shuffle, rows move when rows are added)",
+    )
+    folds: int | None = Field(
+        None, ge=2, le=100, description="also assign training rows to k folds (hash-stable, group-aware)"
+    )
 
     @model_validator(mode="after")
     def _fractions_leave_training_rows(self) -> SplitConfig:
@@ -52,18 +61,95 @@ class SplitConfig(Section):
         return self
 
 
+class CleanConfig(Section):
+    unicode: Literal["NFKC", "NFC", "none"] = Field("NFKC", description="Unicode normalisation form")
+    control: bool = Field(True, description="drop control characters, byte-order marks, zero-width spaces")
+    html: bool = Field(False, description="strip HTML/XML tags and decode entities")
+    whitespace: bool = Field(
+        True, description="collapse blanks inside lines, strip line ends and runs of blank lines"
+    )
+    boilerplate: list[str] = Field([], description="regexes; lines matching one are removed")
+    min_chars: int = Field(1, ge=0, description="rows shorter than this after cleaning are dropped")
+    max_chars: int | None = Field(None, ge=1)
+    min_tokens: int | None = Field(None, ge=0, description="token filters use the run's tokenizer")
+    max_tokens: int | None = Field(None, ge=1)
+    label_case: Literal["keep", "lower"] = Field(
+        "keep", description="lower: 'Positive ' and 'positive' match"
+    )
+    label_map: dict[str, str] = Field({}, description="rename or merge labels, e.g. {pos: positive}")
+
+
+class DedupConfig(Section):
+    exact: bool = Field(True, description="drop later copies of a text (case and whitespace ignored)")
+    near: bool = Field(False, description="drop near-duplicates too (MinHash LSH, verified Jaccard)")
+    threshold: float = Field(0.8, gt=0.0, le=1.0, description="Jaccard similarity of word n-gram sets")
+    ngram: int = Field(3, ge=1, le=10, description="word n-grams compared by near-duplicate detection")
+
+
+class PiiConfig(Section):
+    action: Literal["replace", "drop", "off"] = Field(
+        "replace", description="replace each hit by a typed placeholder (<EMAIL>, …), drop the row, or off"
+    )
+    types: list[str] = Field(
+        ["email", "phone", "card", "iban", "ip", "ssn", "url_credentials"],
+        description="person needs Presidio or a spaCy model installed",
+    )
+
+
+class LeakageConfig(Section):
+    check: bool = Field(True, description="look for validation/test rows that are also in train")
+    near: bool = Field(True, description="near-duplicates count as leaks too (data.dedup.threshold)")
+    remove_from_train: bool = Field(True, description="drop the leaking copies from the training split")
+
+
+class BackTranslationConfig(Section):
+    forward: str = Field(description="seq2seq model directory translating into the pivot language")
+    backward: str = Field(description="seq2seq model directory translating back")
+
+
+class ParaphraseConfig(Section):
+    model: str = Field("bundled:smollm2-135m-instruct", description="a generative (instruct) model")
+    copies: int = Field(1, ge=1, le=10)
+
+
+class AugmentConfig(Section):
+    ops: list[Literal["deletion", "swap", "synonym"]] = Field(
+        [], description="simple text operations on training rows"
+    )
+    copies: int = Field(1, ge=1, le=20, description="augmented rows per training row and operation")
+    p: float = Field(0.1, gt=0, lt=1, description="share of words each operation touches")
+    lexicon: str | None = Field(None, description="synonym file: JSON {word: [synonyms]} or TSV")
+    back_translation: BackTranslationConfig | None = None
+    paraphrase: ParaphraseConfig | None = None
+    max_rows: int | None = Field(None, ge=1, description="augment at most this many training rows")
+    balance: Literal["none", "oversample", "weights"] = Field(
+        "none", description="classify: repeat rows of small classes, or weight the loss per row"
+    )
+    seed: int = 42
+
+
 class DataConfig(Section):
-    train: str = Field("bundled:drug-reviews", description="bundled:<name> or a CSV/TSV/JSON/JSONL file")
-    validation: str | None = None
-    test: str | None = None
+    train: str | list[str] = Field(
+        "bundled:drug-reviews",
+        description="bundled:<name>, a file, a folder saved by datasets, a glob, or a list of them",
+    )
+    validation: str | list[str] | None = None
+    test: str | list[str] | None = None
     text_column: str | None = Field(None, description="default: the bundled dataset's, else 'text'")
     label_column: str | None = Field(None, description="default: the bundled dataset's, else 'label'")
+    group_column: str | None = Field(
+        None, description="rows sharing this column's value (a user, a document) never straddle splits"
+    )
+    labels: list[str] | None = Field(None, description="the allowed labels; any other is a bad row")
+    columns: list[str] | None = Field(None, description="column names of a delimited file without a header")
     separator: str | None = Field(None, description="one character, or 'tab'; default from the file suffix")
     quoting: Literal["auto", "csv", "none"] = Field(
         "auto", description="auto: csv quoting for .csv, none for .tsv (GLUE style)"
     )
-    encoding: str | None = Field(None, description="default utf-8 (bundled datasets set their own)")
-    max_train_rows: int | None = Field(None, ge=1, description="stratified subsample of the training split")
+    encoding: str = Field(
+        "auto", description="auto: UTF-8, or cp1252/latin-1 with a warning for a file that is not UTF-8"
+    )
+    max_train_rows: int | None = Field(None, ge=1, description="subsample of the training split")
     split: SplitConfig = SplitConfig()
     format: Literal["auto", "alpaca", "messages", "sharegpt", "prompt_completion", "text"] = Field(
         "auto", description="generative tasks: record format; auto detects it from the fields"
@@ -72,8 +158,13 @@ class DataConfig(Section):
         {}, description="generative tasks: rename record fields to the format's names, e.g. {output: answer}"
     )
     on_error: Literal["fail", "skip"] = Field(
-        "fail", description="a bad record stops the run (fail) or is skipped and counted (skip)"
+        "fail", description="a bad row stops the run (fail) or is skipped, counted and listed (skip)"
     )
+    clean: CleanConfig = CleanConfig()
+    dedup: DedupConfig = DedupConfig()
+    pii: PiiConfig = PiiConfig()
+    leakage: LeakageConfig = LeakageConfig()
+    augment: AugmentConfig = AugmentConfig()
 
     @field_validator("separator")
     @classmethod

@@ -62,13 +62,25 @@ class LmtuneTrainer(Trainer):
     every N steps) and, for language models, the loss computed on labelled positions only."""
 
     def __init__(
-        self, *args, step_schedule: tuple[int, float] | None = None, labelled_loss: bool = False, **kwargs
+        self,
+        *args,
+        step_schedule: tuple[int, float] | None = None,
+        labelled_loss: bool = False,
+        class_weights: list[float] | None = None,
+        **kwargs,
     ):
         super().__init__(*args, **kwargs)
         self._step_schedule = step_schedule
         self._labelled_loss = labelled_loss
+        self._class_weights = torch.tensor(class_weights) if class_weights else None
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        if self._class_weights is not None and model.training:  # data.augment.balance = weights
+            labels = inputs.pop("labels")
+            outputs = model(**inputs)
+            weights = self._class_weights.to(outputs.logits.device)
+            loss = torch.nn.functional.cross_entropy(outputs.logits.float(), labels, weight=weights)
+            return (loss, outputs) if return_outputs else loss
         if not self._labelled_loss:
             return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
         total, count = labelled_loss(model, inputs)
@@ -150,6 +162,7 @@ def build_trainer(
     collator,
     compute_metrics,
     language_model: bool = False,
+    class_weights: list[float] | None = None,
 ) -> Trainer:
     has_validation = eval_dataset is not None and len(eval_dataset) > 0
     precision = resolve_precision(config.training.precision, count_parameters(model)[1])
@@ -174,6 +187,7 @@ def build_trainer(
         callbacks=callbacks,
         step_schedule=(t.step_size, t.step_gamma) if t.scheduler == "step" else None,
         labelled_loss=language_model,
+        class_weights=class_weights,
     )
 
 

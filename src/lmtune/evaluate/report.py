@@ -18,7 +18,7 @@ from lmtune.evaluate.metrics import HEADLINE  # noqa: E402
 SCORES = ["loss", "perplexity", "rougeL", "bleu", "exact_match", "stop_rate"]
 
 
-def _png(fig) -> str:
+def png(fig) -> str:
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=100, bbox_inches="tight")
     plt.close(fig)
@@ -44,7 +44,7 @@ def curves_plot(history: list[dict], metric: str) -> str | None:
     left.set_title("loss")
     left.legend()
     right.set_xlabel("step")
-    return _png(fig)
+    return png(fig)
 
 
 def confusion_plot(matrix: list[list[int]], labels: list[str], title: str) -> str:
@@ -62,7 +62,7 @@ def confusion_plot(matrix: list[list[int]], labels: list[str], title: str) -> st
             ax.text(
                 j, i, str(value), ha="center", va="center", color="white" if value > peak / 2 else "black"
             )
-    return _png(fig)
+    return png(fig)
 
 
 def comparison_bars(results: dict[str, dict], scores: list[str]) -> str:
@@ -75,7 +75,7 @@ def comparison_bars(results: dict[str, dict], scores: list[str]) -> str:
     ax.set_ylim(0, 1)
     ax.legend()
     ax.set_title("test split")
-    return _png(fig)
+    return png(fig)
 
 
 def comparison_plot(results: dict[str, dict]) -> str:
@@ -187,7 +187,8 @@ def generation_sections(results, answers, test, data_report, config) -> list[tup
         sections.append(("Sample answers (test prompts)", f"<table><tr>{head}</tr>{body}</table>"))
     skipped = data_report.get("skipped", [])
     data_rows = [[where, reason] for where, reason in skipped[:50]]
-    note = f"<p>{len(skipped)} records skipped (data.on_error = {config.data.on_error})"
+    note = f"<p>{len(skipped)} examples skipped at tokenisation (data.on_error = {config.data.on_error})"
     note += f"; {data_report.get('documents_split', 0)} documents split into max_length chunks</p>"
-    sections.append(("Data", note + (table(["record", "reason"], data_rows) if data_rows else "")))
+    body = note + (table(["record", "reason"], data_rows) if data_rows else "")
+    sections.append(("Data: tokenisation", body))
     return sections

@@ -22,6 +22,8 @@ TASK_METRICS: dict[str, tuple[str, ...]] = {
     "sft": ("loss",),
     "seq2seq": ("loss",),
 }
+# what rows a task's data pipeline makes: text + label, or generative examples (chats, documents)
+TASK_KINDS: dict[str, str] = {"classify": "labelled", "sft": "generative", "seq2seq": "generative"}
 TASK_BASELINES: dict[str, tuple[str, ...]] = {
     "classify": ("base", "probe"),
     "sft": ("base",),

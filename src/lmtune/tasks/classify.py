@@ -19,8 +19,8 @@ from transformers import DataCollatorWithPadding, set_seed
 
 from lmtune import assets
 from lmtune.config import RunConfig, dump_config, load_config
-from lmtune.data.load import Rows, read_labelled
-from lmtune.data.split import split_off, subsample
+from lmtune.data.pipeline import file_input, plan, prepare_data, read_file
+from lmtune.data.report import data_sections
 from lmtune.errors import LmtuneError
 from lmtune.evaluate.metrics import classification_metrics, headline
 from lmtune.evaluate.report import classification_sections, write_report
@@ -30,6 +30,27 @@ from lmtune.models.methods import apply_method, count_parameters, load_options
 from lmtune.models.weights import load_weights, save_weights
 from lmtune.runs import MARKER, check_resumable, model_meta, prune_checkpoints
 from lmtune.train import build_trainer, fit, inference_precision, resolve_precision
+
+
+@dataclass
+class Rows:
+    """Texts and string labels of one split, with the place each row came from."""
+
+    texts: list[str]
+    labels: list[str]
+    where: list[str]
+    weights: list[float] | None = None  # data.augment.balance = weights
+
+    def __len__(self) -> int:
+        return len(self.texts)
+
+    @classmethod
+    def of(cls, rows) -> Rows:
+        """From pipeline rows (a Dataset or a list of dicts)."""
+        rows = rows if isinstance(rows, list) else rows.to_list()
+        weights = [row["weight"] for row in rows] if rows and "weight" in rows[0] else None
+        where = [r.get("where", f"row {i}") for i, r in enumerate(rows, 1)]
+        return cls([r["text"] for r in rows], [r["label"] for r in rows], where, weights)
 
 
 @dataclass
@@ -43,90 +64,30 @@ class Prepared:
     train: Rows
     validation: Rows
     test: Rows
+    data_report: dict
+    saved: dict  # the prepared rows (Datasets), written to the run's data/ folder
 
 
 # ------------------------------------------------------------------------------------ data
 
 
-def read_plan(config: RunConfig) -> dict[str, tuple[str, dict]]:
-    """Split name → (file, reader options). A bundled dataset's own reader settings apply to its own
-    files only; files the user names are read by their suffix and the explicit data.* keys."""
-    d = config.data
-    columns = {"text_column": d.text_column or "text", "label_column": d.label_column or "label"}
-    plan: dict[str, tuple[str, dict]] = {}
-    if d.train.startswith(assets.PREFIX):
-        files = assets.resolve_dataset(d.train)
-        columns = {
-            "text_column": d.text_column or files.text_column,
-            "label_column": d.label_column or files.label_column,
-        }
-        bundled = {
-            **columns,
-            "encoding": d.encoding or files.encoding,
-            "separator": d.separator or files.options.get("separator"),
-            "quoting": d.quoting if d.quoting != "auto" else files.options.get("quoting", "auto"),
-        }
-        plan["train"] = (str(files.train), bundled)
-        if files.test:
-            plan["test"] = (str(files.test), bundled)
-    plan.setdefault("train", (d.train, {}))
-    user = {**columns, "encoding": d.encoding or "utf-8", "separator": d.separator, "quoting": d.quoting}
-    for name in ("train", "validation", "test"):
-        path = d.train if name == "train" else getattr(d, name)
-        if path and not path.startswith(assets.PREFIX):
-            plan[name] = (path, user)
-    return plan
-
-
-def _read(path: str, options: dict) -> Rows:
-    return read_labelled(
-        path,
-        options["text_column"],
-        options["label_column"],
-        encoding=options["encoding"],
-        separator=options["separator"],
-        quoting=options["quoting"],
-    )
-
-
 def prepare(config: RunConfig) -> Prepared:
-    d = config.data
     resolve_precision(config.training.precision)  # an impossible precision fails before any work
-    plan = read_plan(config)
-    for name, (path, _) in plan.items():
-        if not Path(path).is_file():
-            raise LmtuneError(f"data.{name}: file '{path}' does not exist")
-    read = {name: _read(path, options) for name, (path, options) in plan.items()}
-    train, validation, test = read["train"], read.get("validation"), read.get("test")
-    seed = d.split.seed
-    validation_fraction = d.split.validation
-    if test is None:
-        train, test = split_off(train, d.split.test, seed, "test")
-        validation_fraction = d.split.validation / (1 - d.split.test)  # a fraction of the whole file
-    if validation is None:
-        train, validation = split_off(train, validation_fraction, seed, "validation")
-    if d.max_train_rows:
-        train = subsample(train, d.max_train_rows, seed)
-    labels = sorted(set(train.labels))
-    if len(labels) < 2:
-        raise LmtuneError(
-            f"{plan['train'][0]}: column '{plan['train'][1]['label_column']}' has one class ({labels[0]!r}); need ≥ 2"
-        )
-    known = set(labels)
-    for split in (validation, test):
-        for label, where in zip(split.labels, split.where, strict=True):
-            if label not in known:
-                raise LmtuneError(
-                    f"{where}: label {label!r} never occurs in the training split; training labels: {', '.join(labels)}"
-                )
-    if len(test) == 0:
-        raise LmtuneError("data: the test split is empty; set data.test or data.split.test > 0")
+    inputs = plan(config)  # a missing file fails before any model is touched
     model_path = assets.resolve_model(config.model.name)
     tokenizer = load_tokenizer(model_path)
     limit = position_limit(model_path, tokenizer)
     if limit is not None and config.model.max_length > limit:
         raise LmtuneError(
             f"model.max_length = {config.model.max_length}: the model reads at most {limit} tokens; allowed: 4..{limit}"
+        )
+    data = prepare_data(config, "labelled", tokenizer, inputs)
+    train, validation, test = (Rows.of(data.splits[name]) for name in ("train", "validation", "test"))
+    labels = sorted(set(train.labels))
+    if len(labels) < 2:
+        source = inputs["train"]
+        raise LmtuneError(
+            f"{source.paths[0]}: column '{source.label_column}' has one class ({labels[0]!r}); need ≥ 2"
         )
     set_seed(config.training.seed)  # the new classification head is initialised from the seed
     model = load_classifier(
@@ -137,7 +98,7 @@ def prepare(config: RunConfig) -> Prepared:
         pad_token_id=tokenizer.pad_token_id,
         **load_options(config.method),
     )
-    return Prepared(model_path, tokenizer, model, labels, train, validation, test)
+    return Prepared(model_path, tokenizer, model, labels, train, validation, test, data.report, data.splits)
 
 
 def tokenized(
@@ -218,11 +179,15 @@ def _compute_metrics(labels: list[str]):
 
 def _save_splits(prepared: Prepared, folder: Path) -> None:
     folder.mkdir(exist_ok=True)
-    for name in ("train", "validation", "test"):
-        rows: Rows = getattr(prepared, name)
+    for name, rows in prepared.saved.items():
         with open(folder / f"{name}.jsonl", "w", encoding="utf-8") as out:
-            for text, label in zip(rows.texts, rows.labels, strict=True):
-                out.write(json.dumps({"text": text, "label": label}, ensure_ascii=False) + "\n")
+            for row in rows:
+                kept = {
+                    k: row[k]
+                    for k in ("text", "label", "where", "origin", "group", "fold", "weight")
+                    if k in row
+                }
+                out.write(json.dumps(kept, ensure_ascii=False) + "\n")
 
 
 def train(config: RunConfig, prepared: Prepared, run_dir: Path, resume: bool = False) -> dict:
@@ -263,6 +228,7 @@ def train(config: RunConfig, prepared: Prepared, run_dir: Path, resume: bool = F
         else None,
         collator=DataCollatorWithPadding(tokenizer),
         compute_metrics=_compute_metrics(labels),
+        class_weights=_class_weights(prepared.train, labels),
     )
     history = fit(trainer, run_dir, resume)
     model = trainer.model
@@ -285,10 +251,11 @@ def train(config: RunConfig, prepared: Prepared, run_dir: Path, resume: bool = F
         "labels": labels,
     }
     (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    (run_dir / "data_report.json").write_text(json.dumps(prepared.data_report, indent=2, ensure_ascii=False))
     write_report(
         run_dir / "report.html",
         title=f"lmtune run: {config.output.name}",
-        sections=classification_sections(results, labels),
+        sections=classification_sections(results, labels) + data_sections(prepared.data_report),
         history=history,
         metric=config.evaluation.metric,
         facts={
@@ -306,6 +273,14 @@ def train(config: RunConfig, prepared: Prepared, run_dir: Path, resume: bool = F
     (run_dir / MARKER).write_text(json.dumps({"task": "classify", "name": config.output.name}))
     prune_checkpoints(run_dir / "checkpoints", metrics["best_checkpoint"])  # last: resume needs them
     return metrics
+
+
+def _class_weights(rows: Rows, labels: list[str]) -> list[float] | None:
+    """data.augment.balance = weights: each row's weight depends on its class only."""
+    if rows.weights is None:
+        return None
+    by_label = dict(zip(rows.labels, rows.weights, strict=True))
+    return [by_label[label] for label in labels]
 
 
 def _save_model(config: RunConfig, base_path, model, tokenizer, labels: list[str], folder: Path) -> None:
@@ -347,13 +322,21 @@ def evaluate(run_dir: Path, data: str | None = None, **reader: str | None) -> di
     """
     config, model, tokenizer, labels = load_run(run_dir)
     if data is None:
-        rows = read_labelled(run_dir / "data" / "test.jsonl", "text", "label")
+        saved = run_dir / "data" / "test.jsonl"
+        rows = Rows.of([json.loads(line) for line in saved.read_text(encoding="utf-8").splitlines() if line])
     else:
-        if not Path(data).is_file():
-            raise LmtuneError(f"--data: file '{data}' does not exist")
-        config.data.test = data  # read as a user file of this run's config
-        options = {**read_plan(config)["test"][1], **{k: v for k, v in reader.items() if v is not None}}
-        rows = _read(data, options)
+        source = file_input(config, data)
+        if reader.get("text_column"):
+            source.text_column = reader["text_column"]
+        if reader.get("label_column"):
+            source.label_column = reader["label_column"]
+        if reader.get("separator"):
+            source.options.separator = {"tab": "\t", "\\t": "\t"}.get(
+                reader["separator"], reader["separator"]
+            )
+        if reader.get("encoding"):
+            source.options.encoding = reader["encoding"]
+        rows = Rows.of(read_file(config, data, "labelled", tokenizer, source))
     known = set(labels)
     for label, where in zip(rows.labels, rows.where, strict=True):
         if label not in known:

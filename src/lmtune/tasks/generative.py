@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import copy
 import json
-import random
 import statistics
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,8 +14,9 @@ from transformers import GenerationConfig, set_seed
 from lmtune import assets
 from lmtune.config import RunConfig, dump_config, load_config
 from lmtune.data.batches import Encoded, as_dataset, collate
-from lmtune.data.formats import Example, load_examples
-from lmtune.data.split import random_split
+from lmtune.data.formats import Example
+from lmtune.data.pipeline import prepare_data, read_file
+from lmtune.data.report import data_sections
 from lmtune.errors import LmtuneError
 from lmtune.evaluate.generation import score
 from lmtune.evaluate.report import generation_sections, write_report
@@ -67,41 +67,23 @@ def with_system(messages: list[dict], system: str | None) -> list[dict]:
     return messages
 
 
-def read_examples(config: RunConfig) -> tuple[dict[str, list[Example]], str, list]:
-    """The train/validation/test examples (missing splits cut from train, seeded) and the skipped records."""
+def read_examples(config: RunConfig, tokenizer=None) -> tuple[dict[str, list[Example]], str, dict]:
+    """The train/validation/test examples after the data pipeline (missing splits cut from train) and the
+    data report."""
     d = config.data
-    if d.train.startswith(assets.PREFIX):
+    if any(isinstance(p, str) and p.startswith(assets.PREFIX) for p in (d.train, d.validation, d.test)):
         raise LmtuneError(
             f"data.train = {d.train!r}: the bundled datasets are for classify; give a JSON/JSONL/CSV/Parquet/TXT file"
         )
-    loaded, skipped = {}, []
-    for name in ("train", "validation", "test"):
-        path = getattr(d, name)
-        if path is None:
-            continue
-        if not Path(path).is_file():
-            raise LmtuneError(f"data.{name}: file '{path}' does not exist")
-        examples = load_examples(
-            path, format=d.format, fields=d.fields, on_error=d.on_error, encoding=d.encoding or "utf-8"
-        )
-        loaded[name] = examples
-        skipped += examples.skipped
-    formats = {e.format for e in loaded.values()}
-    if ("text" in formats) and len(formats) > 1:
-        raise LmtuneError(f"data: the splits mix plain text and conversations ({', '.join(sorted(formats))})")
-    splits = {name: examples.items for name, examples in loaded.items()}
-    seed, validation_fraction = d.split.seed, d.split.validation
-    if "test" not in splits:
-        splits["train"], splits["test"] = random_split(splits["train"], d.split.test, seed, "test")
-        validation_fraction = d.split.validation / (1 - d.split.test)
-    if "validation" not in splits:
-        splits["train"], splits["validation"] = random_split(
-            splits["train"], validation_fraction, seed, "validation"
-        )
-    if d.max_train_rows and d.max_train_rows < len(splits["train"]):
-        keep = sorted(random.Random(seed).sample(range(len(splits["train"])), d.max_train_rows))
-        splits["train"] = [splits["train"][i] for i in keep]
-    return splits, loaded["train"].format, skipped
+    data = prepare_data(config, "generative", tokenizer)
+    splits = {
+        name: [
+            Example(json.loads(row["messages"]) if row["messages"] else None, row["text"], row["where"])
+            for row in rows
+        ]
+        for name, rows in data.splits.items()
+    }
+    return splits, data.format, data.report
 
 
 def bad_record(config: RunConfig, where: str, problem: str, report: dict) -> None:
@@ -111,10 +93,12 @@ def bad_record(config: RunConfig, where: str, problem: str, report: dict) -> Non
     report.setdefault("skipped", []).append((where, problem))
 
 
-def encode_and_load(config: RunConfig, model_path, tokenizer, examples: dict, skipped: list, encode_split):
+def encode_and_load(
+    config: RunConfig, model_path, tokenizer, examples: dict, data_report: dict, encode_split
+):
     """Token ids of every split (bad records under data.on_error) and the model, loaded last so that data
     errors come first; returns (splits, report, model)."""
-    report: dict = {"skipped": list(skipped)}
+    report: dict = {"skipped": [], "data": data_report}  # skipped: examples dropped at tokenisation
     splits = {name: encode_split(config, tokenizer, items, report) for name, items in examples.items()}
     for name in ("train", "test"):
         if not splits[name]:
@@ -155,7 +139,8 @@ def train(config: RunConfig, prepared: Prepared, run_dir: Path, resume: bool, tr
     rows, prepared.report["packing"] = train_rows(config, prepared, model)
     print(
         f"data: {len(splits['train'])} train / {len(splits['validation'])} validation / {len(splits['test'])} test "
-        f"examples ({prepared.format}); {len(prepared.report['skipped'])} records skipped; "
+        f"examples ({prepared.format}); {prepared.report['data']['bad_rows']['count'] + len(prepared.report['skipped'])} "
+        "records skipped; "
         f"packing: {prepared.report['packing']}"
     )
     kernel = training_attention(config.model.attn_implementation, statistics.median(rows["length"]))
@@ -229,7 +214,7 @@ def finish(config: RunConfig, run_dir: Path, trainer, history, results, data_rep
         "train_tokens": sum(len(e.input_ids) for e in splits["train"]),
         "parameters": {"trainable": params[0], "total": params[1]},
         "rows": {name: len(items) for name, items in splits.items()},
-        "skipped_records": len(data_report.get("skipped", [])),
+        "skipped_records": data_report["data"]["bad_rows"]["count"] + len(data_report["skipped"]),
         "documents_split": data_report.get("documents_split", 0),
         "packing": data_report.get("packing"),
     }
@@ -237,6 +222,7 @@ def finish(config: RunConfig, run_dir: Path, trainer, history, results, data_rep
     if metrics["train_runtime_s"]:
         metrics["train_tokens_per_second"] = metrics["train_tokens"] * epochs / metrics["train_runtime_s"]
     (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    (run_dir / "data_report.json").write_text(json.dumps(data_report["data"], indent=2, ensure_ascii=False))
     write_report(
         run_dir / "report.html",
         title=f"lmtune run: {config.output.name}",
@@ -250,7 +236,8 @@ def finish(config: RunConfig, run_dir: Path, trainer, history, results, data_rep
             "steps": metrics["steps"],
             "train tokens/s": f"{metrics.get('train_tokens_per_second') or 0:.0f}",
         },
-        sections=generation_sections(results, answers, splits["test"], data_report, config),
+        sections=generation_sections(results, answers, splits["test"], data_report, config)
+        + data_sections(data_report["data"]),
         history=history,
         metric="loss",
         config_text=dump_config(config),
@@ -307,16 +294,14 @@ def answer(run: Run, prompts: list[list[int]], texts: list[str], streamer=None) 
 def evaluate_run(run_dir: Path, data: str | None, read_examples, encode_split) -> dict:
     """Loss, perplexity and generation scores of a finished run on its test split or a file."""
     run = load_run(run_dir)
-    config, d = run.config, run.config.data
+    config = run.config
     if data is None:
         items = read_examples(config)[0]["test"]  # same files, same seed: the same test split
     else:
-        if not Path(data).is_file():
-            raise LmtuneError(f"--data: file '{data}' does not exist")
-        encoding = d.encoding or "utf-8"
-        items = load_examples(
-            data, format=d.format, fields=d.fields, on_error=d.on_error, encoding=encoding
-        ).items
+        items = [
+            Example(json.loads(row["messages"]) if row["messages"] else None, row["text"], row["where"])
+            for row in read_file(config, data, "generative")
+        ]
     encoded = encode_split(config, run.tokenizer, items, {})
     result = score(config, run.model, run.tokenizer, run.stop, encoded, "eval")
     result.pop("answers", None)

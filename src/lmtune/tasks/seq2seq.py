@@ -64,15 +64,15 @@ def prepare(config: RunConfig) -> Prepared:
     resolve_precision(config.training.precision)
     if config.chat.packing:
         raise LmtuneError("chat.packing: packing is for decoder-only models (task sft); set it to false")
-    examples, _, skipped = read_examples(config)
     model_path = assets.resolve_model(config.model.name)
     if not is_encoder_decoder(model_path):
         raise LmtuneError(f"model.name: '{config.model.name}' is decoder-only; use task: sft for it")
     tokenizer = load_tokenizer(model_path)
+    examples, _, data_report = read_examples(config, tokenizer)
     if tokenizer.eos_token_id is None:
         raise LmtuneError(f"model.name: the tokenizer of '{model_path}' has no EOS token")
     splits, report, model = generative.encode_and_load(
-        config, model_path, tokenizer, examples, skipped, encode_split
+        config, model_path, tokenizer, examples, data_report, encode_split
     )
     stop = Stop([tokenizer.eos_token_id], [])
     return Prepared(model_path, tokenizer, model, stop, splits, report, template=None, format="chat")

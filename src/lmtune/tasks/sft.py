@@ -85,9 +85,9 @@ def encode_split(config: RunConfig, tokenizer, examples: list[Example], report: 
 
 def prepare(config: RunConfig) -> Prepared:
     resolve_precision(config.training.precision)
-    examples, format, skipped = read_examples(config)
     model_path = assets.resolve_model(config.model.name)
     tokenizer = load_tokenizer(model_path)
+    examples, format, data_report = read_examples(config, tokenizer)
     if tokenizer.eos_token is None:
         raise LmtuneError(
             f"model.name: the tokenizer of '{model_path}' has no EOS token; a causal LM needs one"
@@ -100,7 +100,7 @@ def prepare(config: RunConfig) -> Prepared:
     template = None if format == "text" else apply_template(tokenizer, config.chat.template)
     stop = end_of_turn(tokenizer) if template else Stop([tokenizer.eos_token_id], [])
     splits, report, model = generative.encode_and_load(
-        config, model_path, tokenizer, examples, skipped, encode_split
+        config, model_path, tokenizer, examples, data_report, encode_split
     )
     if model.config.is_encoder_decoder:
         raise LmtuneError(

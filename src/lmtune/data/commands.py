@@ -1,0 +1,130 @@
+"""`lmtune data inspect FILE…` (what is in these files, nothing written unless asked) and
+`lmtune data prepare CONFIG` (the run's data pipeline alone, its output written as JSONL + report)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+from lmtune import assets
+from lmtune.config import RunConfig, dump_config, validate
+from lmtune.data.load import ReadOptions, expand, iter_records
+from lmtune.data.pipeline import PreparedData, prepare_data
+from lmtune.data.report import data_sections
+from lmtune.errors import LmtuneError
+from lmtune.evaluate.report import write_report
+from lmtune.models.load import load_tokenizer
+
+OUTPUT_KEYS = ("text", "label", "group", "where", "origin", "fold", "weight")
+
+
+def _kind(paths: list[Path], options: ReadOptions, text: str, label: str) -> str:
+    """labelled when the first readable record has the text and label columns, else generative."""
+    for record, _, problem in iter_records(paths[0], options):
+        if problem is None:
+            return "labelled" if text in record and label in record else "generative"
+    return "labelled"
+
+
+def inspect(files: list[str], *, model: str | None, near: bool, **data) -> tuple[dict, str]:
+    """The data report of files as they are: all bad rows listed (on_error skip), no split, no leakage."""
+    raw = {"data": {**{k: v for k, v in data.items() if v is not None}, "train": files, "on_error": "skip"}}
+    raw["data"]["split"] = {"validation": 0.0, "test": 0.0}
+    raw["data"]["leakage"] = {"check": False}
+    raw["data"]["dedup"] = {"near": near}
+    config = validate(raw, "lmtune data inspect")
+    d = config.data
+    paths = expand(files, "FILE")
+    options = ReadOptions(d.encoding, d.separator, d.quoting, d.columns)
+    kind = _kind(paths, options, d.text_column or "text", d.label_column or "label")
+    tokenizer = load_tokenizer(assets.resolve_model(model)) if model else None
+    result = prepare_data(config, kind, tokenizer, require_test=False)
+    return result.report, kind
+
+
+def summary(report: dict, kind: str) -> str:
+    """A terminal page: files, steps, bad rows, duplicates, private data, labels, lengths."""
+    lines = [f"{f['path']}: read as {f['kind']}, encoding {f['encoding'] or '-'}" for f in report["files"]]
+    lines += [f"warning: {f['warning']}" for f in report["files"] if f["warning"]]
+    lines.append(f"records taken as: {'text + label rows' if kind == 'labelled' else 'generative examples'}")
+    lines.append("")
+    lines.append(f"{'step':<18}{'split':<8}{'rows in':>10}{'rows out':>10}{'seconds':>9}")
+    for s in report["steps"]:
+        lines.append(
+            f"{s['step']:<18}{s['split']:<8}{s['rows_in']:>10}{s['rows_out']:>10}{s['seconds']:>9.2f}"
+        )
+    bad = report["bad_rows"]
+    if bad["count"]:
+        lines.append(
+            f"\n{bad['count']} bad rows: " + ", ".join(f"{k} {n}" for k, n in bad["by_kind"].items())
+        )
+        lines += [f"  {b['where']}: {b['reason']}" for b in bad["listed"][:10]]
+        if bad["count"] > 10:
+            lines.append(f"  … {bad['count'] - 10} more (all listed in the JSON report, up to 1000)")
+    if report["filtered"]:
+        lines.append("filtered: " + ", ".join(f"{k} {n}" for k, n in report["filtered"].items()))
+    for split, kinds in report["duplicates"].items():
+        for name, d in kinds.items():
+            lines.append(f"{name} duplicates removed ({split}): {d['removed']}")
+    pii = report["pii"]
+    if pii["action"] != "off":
+        hits = ", ".join(f"{t} {n}" for t, n in pii["hits"].items()) or "none"
+        lines.append(f"private data ({pii['action']}): {pii['rows']} rows; hits: {hits}")
+    for name, s in report["splits"].items():
+        if not s["rows"]:
+            continue
+        lines.append(f"\n{name}: {s['rows']} rows")
+        if s.get("labels"):
+            lines.append("  labels: " + ", ".join(f"{k} {v}" for k, v in s["labels"].items()))
+        for unit in ("chars", "tokens"):
+            if unit in s:
+                h = s[unit]
+                lines.append(f"  {unit}: mean {h['mean']}, p50 {h['p50']}, p95 {h['p95']}, max {h['max']}")
+    return "\n".join(lines)
+
+
+def write_html(path: Path, report: dict, title: str, config: RunConfig) -> None:
+    write_report(
+        path,
+        title=title,
+        facts={"rows out": " / ".join(f"{n} {s['rows']}" for n, s in report["splits"].items())},
+        sections=data_sections(report),
+        history=[],
+        metric="loss",
+        config_text=dump_config(config),
+    )
+
+
+def _row(row: dict) -> dict:
+    out = {k: row[k] for k in OUTPUT_KEYS if row.get(k) is not None}
+    if row.get("messages"):
+        out = {"messages": json.loads(row["messages"]), **out}
+    return out
+
+
+def prepare(config: RunConfig, out: Path, overwrite: bool) -> PreparedData:
+    """Run the pipeline and write train/validation/test.jsonl, data_report.json and data_report.html into
+    `out`, built beside it and renamed in, so a failure leaves an earlier output untouched."""
+    if out.exists() and not overwrite:
+        raise LmtuneError(f"'{out}' exists; pass --overwrite to replace it")
+    from lmtune.tasks import TASK_KINDS
+
+    kind = TASK_KINDS[config.task]
+    tokenizer = load_tokenizer(assets.resolve_model(config.model.name))
+    result = prepare_data(config, kind, tokenizer)
+    partial = out.with_name(out.name + ".partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    partial.mkdir(parents=True)
+    for name, rows in result.splits.items():
+        with open(partial / f"{name}.jsonl", "w", encoding="utf-8") as handle:
+            for batch in rows.iter(batch_size=10_000):  # bounded memory, however many rows
+                for values in zip(*batch.values(), strict=True):
+                    row = _row(dict(zip(batch, values, strict=True)))
+                    handle.write(json.dumps(row, ensure_ascii=False) + "\n")
+    (partial / "data_report.json").write_text(json.dumps(result.report, indent=2, ensure_ascii=False))
+    write_html(partial / "data_report.html", result.report, f"lmtune data: {config.output.name}", config)
+    if out.exists():
+        shutil.rmtree(out)
+    partial.rename(out)
+    return result

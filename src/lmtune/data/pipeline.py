@@ -1,0 +1,359 @@
+"""The data pipeline every recipe runs before anything is trained, and `lmtune data prepare` runs alone:
+
+    read + validate → clean → scrub private data → length filters      (one streaming pass per split, rows.py)
+    → exact and near-duplicate removal → split → leakage check → augment → balance → data report
+
+Rows live in memory-mapped Arrow files in a scratch folder that is removed at the end, so a failed run
+leaves nothing behind. Every step's rows in/out, reasons and seconds go into the data report.
+"""
+
+from __future__ import annotations
+
+import random
+import shutil
+import tempfile
+import time
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from datasets import Dataset
+
+from lmtune import assets
+from lmtune.config import RunConfig
+from lmtune.data import dedup, leakage, split
+from lmtune.data.clean import make_cleaner
+from lmtune.data.load import ReadOptions, expand
+from lmtune.data.report import DataReport, split_stats
+from lmtune.data.rows import Spec, Steps, hashes, read_split, row_key, to_dataset
+from lmtune.errors import LmtuneError
+
+SPLITS = ("train", "validation", "test")
+
+
+@dataclass
+class Input:
+    paths: list[Path]
+    options: ReadOptions
+    text_column: str
+    label_column: str
+
+
+@dataclass
+class PreparedData:
+    """The splits as memory-mapped rows (where, text, messages, label, group, origin, hash, chars, tokens;
+    fold and weight when asked for) and the report. The Arrow files are already unlinked: the maps stay
+    valid (POSIX) and the space is freed when the last reference goes."""
+
+    splits: dict[str, Dataset]
+    report: dict
+    format: str
+
+
+def plan(config: RunConfig) -> dict[str, Input]:
+    """Split name → files and how to read them. A bundled dataset's own reader settings apply to its own
+    files only; files the user names are read by their suffix and the explicit data.* keys."""
+    d = config.data
+    user = ReadOptions(d.encoding, d.separator, d.quoting, d.columns)
+    text, label = _columns(config)
+    inputs: dict[str, Input] = {}
+    if _bundled(d.train):
+        files = assets.resolve_dataset(d.train)
+        options = ReadOptions(
+            d.encoding if d.encoding != "auto" else files.encoding,
+            d.separator or files.options.get("separator"),
+            d.quoting if d.quoting != "auto" else files.options.get("quoting", "auto"),
+        )
+        inputs["train"] = Input([files.train], options, text, label)
+        if files.test:
+            inputs["test"] = Input([files.test], options, text, label)
+    for name in SPLITS:
+        spec = getattr(d, name)
+        if spec is None or _bundled(spec):
+            if name != "train" and spec is not None:
+                raise LmtuneError(f"data.{name} = {spec!r}: bundled datasets name data.train only")
+            continue
+        inputs[name] = Input(expand(spec, f"data.{name}"), user, text, label)
+    return inputs
+
+
+def _bundled(spec) -> bool:
+    return isinstance(spec, str) and spec.startswith(assets.PREFIX)
+
+
+def _columns(config: RunConfig) -> tuple[str, str]:
+    """Text and label column names: data.* keys, else the bundled dataset's, else text/label."""
+    d = config.data
+    files = assets.resolve_dataset(d.train) if _bundled(d.train) else None
+    return (
+        d.text_column or (files.text_column if files else "text"),
+        d.label_column or (files.label_column if files else "label"),
+    )
+
+
+def file_input(config: RunConfig, path: str, key: str = "--data") -> Input:
+    """A file read like a user file of this run: same columns and reader keys."""
+    d = config.data
+    return Input(
+        expand(path, key), ReadOptions(d.encoding, d.separator, d.quoting, d.columns), *_columns(config)
+    )
+
+
+def _steps(config: RunConfig, tokenizer) -> Steps:
+    c, p = config.data.clean, config.data.pii
+    scrub = None
+    if p.action != "off":
+        from lmtune.data.pii import make_scrubber
+
+        scrub = make_scrubber(p.types, p.action)
+    cleaner = make_cleaner(
+        unicode=c.unicode,
+        control=c.control,
+        html_markup=c.html,
+        whitespace=c.whitespace,
+        boilerplate=c.boilerplate,
+    )
+    if (c.min_tokens is not None or c.max_tokens is not None) and tokenizer is None:
+        raise LmtuneError("data.clean.min_tokens/max_tokens need a tokenizer: give a model (--model)")
+    return Steps(cleaner, scrub, c.min_chars, c.max_chars, c.min_tokens, c.max_tokens, tokenizer)
+
+
+def prepare_data(
+    config: RunConfig,
+    kind: str,
+    tokenizer=None,
+    inputs: dict[str, Input] | None = None,
+    *,
+    require_test: bool = True,
+) -> PreparedData:
+    """Run the whole pipeline on the run's data; `kind` is "labelled" (classify) or "generative"."""
+    d = config.data
+    inputs = inputs or plan(config)
+    report = DataReport(config)
+    steps = _steps(config, tokenizer)
+    work = Path(tempfile.mkdtemp(prefix="lmtune-data-"))
+    try:
+        loaded, fmt = {}, "labelled"
+        for name, source in inputs.items():
+            spec = Spec(
+                kind,
+                source.text_column,
+                source.label_column,
+                d.group_column,
+                set(d.labels) if d.labels else None,
+                d.clean.label_case,
+                d.clean.label_map,
+                d.format,
+                d.fields,
+            )
+            rows, fmt_, tally = read_split(
+                source.paths, source.options, spec, steps, report.bad_row_policy(name), work / f"{name}.arrow"
+            )
+            if name == "train":
+                fmt = fmt_
+            elif {fmt, fmt_} & {"text"} and fmt != fmt_:
+                raise LmtuneError(f"data: the splits mix plain text and conversations ({fmt}, {fmt_})")
+            report.read(name, tally, len(rows))
+            loaded[name] = rows
+        loaded = {name: _deduplicate(name, rows, config, report) for name, rows in loaded.items()}
+        splits = _split(loaded, config, report)
+        splits = leakage.check(splits, config, report)
+        if kind == "labelled":
+            splits = _unknown_labels(splits, report)
+        if d.max_train_rows and d.max_train_rows < len(splits["train"]):
+            splits["train"] = _subsample(splits["train"], d.max_train_rows, d.split.seed, report)
+        if not len(splits["train"]) or (require_test and not len(splits["test"])):
+            empty = "train" if not len(splits["train"]) else "test"
+            raise LmtuneError(f"data: no usable {empty} rows left (see the data steps: {report.summary()})")
+        if _augments(config):  # small data by nature (models write the new rows): plain lists
+            splits["train"] = to_dataset(_augment(splits["train"].to_list(), config, report, kind, fmt))
+        if d.split.folds:
+            splits["train"] = _with_folds(splits["train"], d.split.folds, d.split.seed, report)
+        for name, rows in splits.items():
+            report.split_stats(name, split_stats(rows, kind))
+        return PreparedData(splits, report.finish(), fmt)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def read_file(
+    config: RunConfig, path: str, kind: str, tokenizer=None, inputs: Input | None = None
+) -> list[dict]:
+    """One file read, cleaned and scrubbed like the run's own data (no dedup, split or augmentation):
+    what `lmtune eval --data` scores on."""
+    d = config.data
+    source = inputs or file_input(config, path)
+    spec = Spec(
+        kind,
+        source.text_column,
+        source.label_column,
+        None,
+        None,
+        d.clean.label_case,
+        d.clean.label_map,
+        d.format,
+        d.fields,
+    )
+    report = DataReport(config)
+    work = Path(tempfile.mkdtemp(prefix="lmtune-data-"))
+    try:
+        rows, _, _ = read_split(
+            source.paths,
+            source.options,
+            spec,
+            _steps(config, tokenizer),
+            report.bad_row_policy("test"),
+            work / "file.arrow",
+        )
+        if not len(rows):
+            raise LmtuneError(f"{path}: no usable rows")
+        return rows.to_list()
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def _deduplicate(name: str, rows: Dataset, config: RunConfig, report: DataReport) -> Dataset:
+    """Later exact copies, then near-duplicates, dropped within one split; the first copy is kept."""
+    c = config.data.dedup
+    if not len(rows) or not (c.exact or c.near):
+        return rows
+    if c.exact:
+        start = time.perf_counter()
+        found = hashes(rows)
+        keep = dedup.first_copies(found)
+        _, first, inverse = np.unique(found, return_index=True, return_inverse=True)
+        dropped = np.flatnonzero(~keep)
+        pairs = [(int(first[inverse[i]]), int(i), 1.0) for i in dropped[: report.EXAMPLES]]
+        report.duplicates(name, "exact", rows, pairs, len(dropped), time.perf_counter() - start)
+        rows = rows.select(np.flatnonzero(keep))
+    if c.near and len(rows) > 1:
+        start = time.perf_counter()
+        keys = [row_key(row) for row in rows]
+        found = dedup.near_duplicates(keys, threshold=c.threshold, ngram=c.ngram)
+        dropped = np.flatnonzero(~found.keep)
+        report.duplicates(name, "near", rows, found.pairs, len(dropped), time.perf_counter() - start)
+        rows = rows.select(np.flatnonzero(found.keep))
+    return rows
+
+
+def _split(loaded: dict[str, Dataset], config: RunConfig, report: DataReport) -> dict[str, Dataset]:
+    """Cut the splits that have no file of their own out of train (hash-stable or stratified)."""
+    s = config.data.split
+    train = loaded["train"]
+    fractions = {"test": s.test, "validation": s.validation}  # test first: the order earlier runs cut in
+    wanted = {name: fraction for name, fraction in fractions.items() if name not in loaded}
+    cut = {name: fraction for name, fraction in wanted.items() if fraction > 0}
+    start = time.perf_counter()
+    result = dict(loaded)
+    if cut:
+        labels = train["label"] if s.method == "stratified" else None
+        groups = train["group"] if config.data.group_column else None
+        assignment = split.assign(hashes(train), groups, labels, cut, s.seed, s.method)
+        for name, code in [("train", 0), *[(n, i + 1) for i, n in enumerate(cut)]]:
+            result[name] = train.select(np.flatnonzero(assignment == code))
+    for name in wanted:
+        result.setdefault(name, train.select([]))
+    report.step(
+        "split",
+        len(train),
+        sum(len(result[n]) for n in SPLITS),
+        time.perf_counter() - start,
+        method=s.method if cut else "files",
+        rows={n: len(result[n]) for n in SPLITS},
+        cut=cut,
+    )
+    return {name: result[name] for name in SPLITS}
+
+
+def _unknown_labels(splits: dict[str, Dataset], report: DataReport) -> dict[str, Dataset]:
+    """A validation/test label the training split never shows cannot be learned: a bad row."""
+    known = set(splits["train"]["label"])
+    for name in ("validation", "test"):
+        rows = splits[name]
+        unknown = [i for i, label in enumerate(rows["label"]) if label not in known] if len(rows) else []
+        for i in unknown:
+            row = rows[i]
+            report.bad_row_policy(name)(
+                row["where"],
+                f"label {row['label']!r} never occurs in the training split; training labels: {', '.join(sorted(known))}",
+            )
+        if unknown:
+            splits[name] = rows.select(np.setdiff1d(np.arange(len(rows)), unknown))
+    return splits
+
+
+def _subsample(rows: Dataset, n: int, seed: int, report: DataReport) -> Dataset:
+    start = time.perf_counter()
+    labels = rows["label"]
+    if all(label is not None for label in labels):
+        keep = split.subsample_indices(list(labels), n, seed)
+    else:
+        keep = sorted(random.Random(seed).sample(range(len(rows)), n))
+    report.step("max_train_rows", len(rows), n, time.perf_counter() - start, "train")
+    return rows.select(keep)
+
+
+def _with_folds(rows: Dataset, k: int, seed: int, report: DataReport) -> Dataset:
+    groups = list(rows["group"])
+    folds = split.folds(hashes(rows), groups if any(g is not None for g in groups) else None, k, seed)
+    report.data["folds"] = dict(sorted(Counter(int(f) for f in folds).items()))
+    return rows.add_column("fold", folds.tolist())
+
+
+def _augments(config: RunConfig) -> bool:
+    a = config.data.augment
+    return bool(a.ops or a.back_translation or a.paraphrase or a.balance != "none")
+
+
+def _augment(rows: list[dict], config: RunConfig, report: DataReport, kind: str, fmt: str) -> list[dict]:
+    """Augmented copies of training rows (never validation/test), each marked with its origin; then
+    class balancing. Rows made here are not deduplicated against each other: they are meant as variants."""
+    a = config.data.augment
+    if kind != "labelled" and fmt != "text":
+        raise LmtuneError(
+            "data.augment: augmentation applies to classification and plain-text data, not conversations"
+        )
+    from lmtune.data import augment
+
+    start = time.perf_counter()
+    sources = rows[: a.max_rows] if a.max_rows else rows
+    texts = [row["text"] for row in sources]
+    made: list[tuple[int, str, str]] = []
+    if a.ops:
+        lexicon = augment.load_lexicon(a.lexicon) if a.lexicon else None
+        made += augment.text_ops(texts, ops=a.ops, copies=a.copies, p=a.p, lexicon=lexicon, seed=a.seed)
+    if a.back_translation:
+        back = augment.back_translate(texts, a.back_translation.forward, a.back_translation.backward)
+        made += [(i, t, "back_translation") for i, t in enumerate(back) if t.strip() and t != texts[i]]
+    if a.paraphrase:
+        model = assets.resolve_model(a.paraphrase.model)
+        made += [
+            (i, t, "paraphrase")
+            for i, t in augment.paraphrase(texts, model, copies=a.paraphrase.copies, seed=a.seed)
+        ]
+    added = [
+        {
+            **sources[i],
+            "text": text,
+            "origin": f"{origin}:{sources[i]['where']}",
+            "chars": len(text),
+            "tokens": -1,
+        }
+        for i, text, origin in made
+    ]
+    result = rows + added
+    if a.balance != "none":
+        if kind != "labelled":
+            raise LmtuneError("data.augment.balance: needs labels (task classify)")
+        labels = [row["label"] for row in result]
+        if a.balance == "oversample":
+            extra = augment.balance(labels, "oversample", seed=a.seed)
+            result += [{**result[i], "origin": f"oversample:{result[i]['where']}"} for i in extra]
+        else:
+            for row, weight in zip(result, augment.balance(labels, "weights", seed=a.seed), strict=True):
+                row["weight"] = float(weight)
+    by_origin = Counter(row["origin"].split(":")[0] for row in result[len(rows) :])
+    report.data["augmentation"] = {"added": dict(by_origin), "balance": a.balance}
+    report.step("augment", len(rows), len(result), time.perf_counter() - start, "train")
+    return result

@@ -1,0 +1,306 @@
+"""The data report: rows in/out at each step with reasons and seconds, bad rows, duplicates, private
+data found, label and length distributions per split, leakage. Written as data_report.json, and shown as
+sections of report.html (or a page of its own for `lmtune data prepare`)."""
+
+from __future__ import annotations
+
+import html
+from collections import Counter
+
+import numpy as np
+
+from lmtune.config import RunConfig
+from lmtune.data.rows import reason_kind
+from lmtune.errors import LmtuneError
+from lmtune.evaluate.report import plt, png, table
+
+
+class DataReport:
+    """Collects what each step did; `bad_row_policy` applies data.on_error to bad rows."""
+
+    EXAMPLES = 20  # examples kept per finding
+    LISTED = 1000  # bad rows listed by name (all are counted)
+
+    def __init__(self, config: RunConfig):
+        d = config.data
+        self.on_error = d.on_error
+        self.data: dict = {
+            "on_error": d.on_error,
+            "files": [],
+            "steps": [],
+            "bad_rows": {"count": 0, "by_kind": Counter(), "by_split": Counter(), "listed": []},
+            "filtered": Counter(),
+            "duplicates": {},
+            "pii": {"action": d.pii.action, "types": d.pii.types, "hits": Counter(), "rows": 0},
+            "splits": {},
+            "leakage": None,
+        }
+
+    def bad_row_policy(self, split: str):
+        bad = self.data["bad_rows"]
+
+        def policy(where: str, reason: str) -> None:
+            if self.on_error == "fail":
+                raise LmtuneError(f"{where}: {reason} (data.on_error = skip drops such rows)")
+            bad["count"] += 1
+            bad["by_kind"][reason_kind(reason)] += 1
+            bad["by_split"][split] += 1
+            if len(bad["listed"]) < self.LISTED:
+                bad["listed"].append({"where": where, "reason": reason, "split": split})
+
+        return policy
+
+    def step(
+        self, step: str, rows_in: int, rows_out: int, seconds: float, split: str = "all", **details
+    ) -> None:
+        entry = {
+            "step": step,
+            "split": split,
+            "rows_in": rows_in,
+            "rows_out": rows_out,
+            "seconds": round(seconds, 3),
+        }
+        self.data["steps"].append({**entry, **details})
+
+    def read(self, split: str, tally, rows_out: int) -> None:
+        """The streaming pass's sub-steps, from the tally it kept."""
+        for src in tally.sources:
+            self.data["files"].append(
+                {
+                    "split": split,
+                    "path": str(src.path),
+                    "kind": src.kind,
+                    "encoding": src.encoding,
+                    "warning": src.warning,
+                }
+            )
+        rows = tally.records
+        valid = rows - self.data["bad_rows"]["by_split"][split]
+        self.step("read + validate", rows, valid, tally.seconds["read"], split)
+        for name in ("clean", "pii", "length"):
+            out = valid - tally.dropped[name]
+            if name in tally.seconds or tally.dropped[name]:
+                self.step(name, valid, out, tally.seconds[name], split)
+            valid = out
+        self.step("hash", valid, rows_out, tally.seconds["hash"], split)
+        self.data["filtered"].update(tally.reasons)
+        self.data["pii"]["hits"].update(tally.pii)
+        self.data["pii"]["rows"] += tally.pii_rows
+
+    def duplicates(self, split: str, kind: str, rows, pairs, removed: int, seconds: float) -> None:
+        examples = []
+        for kept, dropped, jaccard in list(pairs)[: self.EXAMPLES]:
+            a, b = rows[int(kept)], rows[int(dropped)]
+            examples.append(
+                {
+                    "kept": a["where"],
+                    "dropped": b["where"],
+                    "jaccard": round(float(jaccard), 4),
+                    "text": (b["text"] or b["messages"] or "")[:300],
+                }
+            )
+        self.data["duplicates"].setdefault(split, {})[kind] = {"removed": int(removed), "examples": examples}
+        self.step(f"dedup {kind}", len(rows), len(rows) - int(removed), seconds, split)
+
+    def leakage(
+        self, findings: dict, validation_test: int, removed: int, train_rows: int, seconds: float
+    ) -> None:
+        leaks = removed == 0 and any(f["exact"] + f["near"] for f in findings.values())
+        self.data["leakage"] = {
+            "found": findings,
+            "validation_test_exact": validation_test,
+            "removed_from_train": removed,
+            "leaks": leaks,  # overlaps found and left in train: test scores are inflated
+        }
+        self.step("leakage", train_rows, train_rows - removed, seconds, "train")
+        if leaks:
+            counts = ", ".join(f"{n}: {f['exact']} exact + {f['near']} near" for n, f in findings.items())
+            print(
+                f"lmtune: WARNING: held-out rows leak into train ({counts}); data.leakage.remove_from_train is off"
+            )
+
+    def split_stats(self, name: str, stats: dict) -> None:
+        self.data["splits"][name] = stats
+
+    def summary(self) -> str:
+        return "; ".join(
+            f"{s['step']} {s['split']}: {s['rows_in']} → {s['rows_out']}" for s in self.data["steps"]
+        )
+
+    def finish(self) -> dict:
+        """A plain JSON-able dict."""
+        return _plain(self.data)
+
+
+def _plain(value):
+    if isinstance(value, Counter | dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    if isinstance(value, np.integer):
+        return int(value)
+    if isinstance(value, np.floating):
+        return float(value)
+    return value
+
+
+def _histogram(values) -> dict:
+    data = np.asarray(values, dtype=np.int64)
+    counts, edges = np.histogram(data, bins=20)
+    return {
+        "mean": round(float(data.mean()), 1),
+        "p50": int(np.percentile(data, 50)),
+        "p95": int(np.percentile(data, 95)),
+        "max": int(data.max()),
+        "counts": counts.tolist(),
+        "edges": [round(float(e), 1) for e in edges],
+    }
+
+
+def split_stats(rows, kind: str) -> dict:
+    """Row count, labels, origins and length histograms (characters, and tokens when counted)."""
+    stats: dict = {"rows": len(rows)}
+    if not len(rows):
+        return stats
+    if kind == "labelled":
+        stats["labels"] = dict(sorted(Counter(rows["label"]).items()))
+    stats["origins"] = dict(Counter(origin.split(":")[0] for origin in rows["origin"]))
+    columns = rows.with_format("numpy")
+    stats["chars"] = _histogram(columns["chars"])
+    tokens = np.asarray(columns["tokens"])
+    if (tokens >= 0).any():
+        stats["tokens"] = _histogram(tokens[tokens >= 0])
+    return stats
+
+
+# --------------------------------------------------------------------------------- HTML
+
+
+def _length_plot(splits: dict, unit: str) -> str | None:
+    present = {name: s[unit] for name, s in splits.items() if unit in s}
+    if not present:
+        return None
+    fig, ax = plt.subplots(figsize=(7, 3))
+    for name, h in present.items():
+        ax.stairs(h["counts"], h["edges"], label=f"{name} (p50 {h['p50']}, p95 {h['p95']})")
+    ax.set_xlabel(unit)
+    ax.set_ylabel("rows")
+    ax.set_title(f"length in {unit}")
+    ax.legend()
+    return png(fig)
+
+
+def _label_plot(splits: dict) -> str | None:
+    labelled = {name: s["labels"] for name, s in splits.items() if s.get("labels")}
+    if not labelled:
+        return None
+    labels = sorted({label for counts in labelled.values() for label in counts})
+    fig, ax = plt.subplots(figsize=(max(5, 0.5 * len(labels) + 3), 3))
+    width = 0.8 / len(labelled)
+    for k, (name, counts) in enumerate(labelled.items()):
+        total = sum(counts.values())
+        ax.bar(
+            [i + k * width for i in range(len(labels))],
+            [counts.get(x, 0) / total for x in labels],
+            width,
+            label=name,
+        )
+    ax.set_xticks(
+        [i + width * (len(labelled) - 1) / 2 for i in range(len(labels))], labels, rotation=30, ha="right"
+    )
+    ax.set_ylabel("share of rows")
+    ax.set_title("label distribution per split")
+    ax.legend()
+    return png(fig)
+
+
+def data_sections(report: dict) -> list[tuple[str, str]]:
+    """report.html sections: leakage banner first when test scores cannot be trusted."""
+    sections = []
+    leak = report.get("leakage") or {}
+    banner = ""
+    if leak.get("leaks"):
+        counts = "; ".join(f"{n}: {f['exact']} exact, {f['near']} near" for n, f in leak["found"].items())
+        banner = (
+            "<p style='background:#fdd;border:2px solid #c00;padding:1em;font-weight:bold'>"
+            f"LEAKAGE: held-out rows also appear in train ({html.escape(counts)}). Test scores are inflated; "
+            "set data.leakage.remove_from_train: true.</p>"
+        )
+    warnings = "".join(
+        f"<p>warning: {html.escape(f['warning'])}</p>" for f in report.get("files", []) if f.get("warning")
+    )
+    steps = [
+        [
+            s["step"],
+            s["split"],
+            s["rows_in"],
+            s["rows_out"],
+            s["rows_in"] - s["rows_out"],
+            f"{s['seconds']:.2f}",
+        ]
+        for s in report["steps"]
+    ]
+    sections.append(
+        (
+            "Data: steps",
+            banner + warnings + table(["step", "split", "rows in", "rows out", "removed", "seconds"], steps),
+        )
+    )
+    bad = report["bad_rows"]
+    if bad["count"] or report["filtered"]:
+        body = f"<p>{bad['count']} bad rows (data.on_error = {report['on_error']}).</p>"
+        kinds = [[k, n] for k, n in bad["by_kind"].items()] + [[k, n] for k, n in report["filtered"].items()]
+        body += table(["reason", "rows"], kinds)
+        body += table(
+            ["row", "split", "reason"], [[b["where"], b["split"], b["reason"]] for b in bad["listed"][:100]]
+        )
+        sections.append(("Data: bad and filtered rows", body))
+    dups = [
+        [split, kind, d["removed"]]
+        for split, kinds in report["duplicates"].items()
+        for kind, d in kinds.items()
+    ]
+    if dups:
+        examples = [
+            [e["kept"], e["dropped"], e["jaccard"], e["text"]]
+            for kinds in report["duplicates"].values()
+            for d in kinds.values()
+            for e in d["examples"][:5]
+        ]
+        body = table(["split", "kind", "removed"], dups) + table(
+            ["kept", "dropped", "Jaccard", "text"], examples
+        )
+        sections.append(("Data: duplicates", body))
+    pii = report["pii"]
+    if pii["action"] != "off":
+        hits = [[t, pii["hits"].get(t, 0)] for t in pii["types"]]
+        body = f"<p>{pii['rows']} rows held private data (action: {pii['action']}).</p>" + table(
+            ["type", "hits"], hits
+        )
+        sections.append(("Data: private data", body))
+    splits = report["splits"]
+    rows = [
+        [name, s["rows"], ", ".join(f"{k}: {v}" for k, v in s.get("labels", {}).items())]
+        for name, s in splits.items()
+    ]
+    plots = "".join(
+        p for p in (_label_plot(splits), _length_plot(splits, "chars"), _length_plot(splits, "tokens")) if p
+    )
+    sections.append(
+        ("Data: splits", table(["split", "rows", "labels"], rows) + f"<div class='grid'>{plots}</div>")
+    )
+    if leak.get("found") is not None:
+        found = [[n, f["exact"], f["near"]] for n, f in leak["found"].items()]
+        examples = [
+            [e["train"], e["other"], e["jaccard"], e["other_text"]]
+            for f in leak["found"].values()
+            for e in f["examples"][:5]
+        ]
+        body = banner + table(["split", "exact copies in train", "near-duplicates in train"], found)
+        body += f"<p>{leak['removed_from_train']} training rows removed; validation/test exact overlap: {leak['validation_test_exact']}.</p>"
+        body += table(["train row", "held-out row", "Jaccard", "held-out text"], examples) if examples else ""
+        sections.append(("Data: leakage", body))
+    if report.get("augmentation"):
+        aug = report["augmentation"]
+        sections.append(("Data: augmentation", table(["origin", "rows added"], list(aug["added"].items()))))
+    return sections

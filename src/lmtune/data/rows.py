@@ -1,0 +1,288 @@
+"""The streaming pass of the pipeline: records → validated, cleaned, scrubbed, length-checked rows, written
+to an Arrow file a batch at a time (memory stays flat however large the input) and opened memory-mapped.
+
+A row is one of: a classification text with its label, a plain-text document, or a conversation (its
+canonical messages as JSON). Every row keeps `where` it came from; its `hash` (of the dedup key) serves
+exact deduplication, leakage checks and hash-stable splits.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from itertools import islice
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+from datasets import Dataset
+
+from lmtune.data import formats
+from lmtune.data.clean import normalise_label
+from lmtune.data.dedup import dedup_key, exact_hashes
+from lmtune.data.load import ReadOptions, Record, iter_records, source
+
+SCHEMA = pa.schema(
+    [
+        ("where", pa.string()),
+        ("text", pa.string()),  # classification text or plain-text document
+        ("messages", pa.string()),  # a conversation's canonical messages, as JSON
+        ("label", pa.string()),
+        ("group", pa.string()),
+        ("origin", pa.string()),  # "file", or how an augmented row was made
+        ("hash", pa.uint64()),
+        ("chars", pa.int64()),
+        ("tokens", pa.int64()),  # -1 when no tokenizer was given
+    ]
+)
+BATCH = 4096
+# what kind of problem a reason names, for counts in the report (first match wins)
+REASON_KINDS = [
+    ("undecodable bytes", re.compile(r"^byte 0x")),
+    ("malformed JSON", re.compile(r"malformed JSON")),
+    ("wrong field count", re.compile(r"fields where")),
+    ("missing field", re.compile(r"^missing field|has no ")),
+    ("empty text", re.compile(r"^empty ")),
+    ("unknown label", re.compile(r"^unknown label|never occurs in the training")),
+    ("wrong type", re.compile(r"must be |expected a JSON object")),
+]
+
+
+def reason_kind(reason: str) -> str:
+    return next((kind for kind, pattern in REASON_KINDS if pattern.search(reason)), "invalid record")
+
+
+@dataclass
+class Spec:
+    """How records become rows: the task's kind and the data.* keys that shape a row."""
+
+    kind: str  # "labelled" or "generative"
+    text_column: str = "text"
+    label_column: str = "label"
+    group_column: str | None = None
+    labels: set[str] | None = None  # allowed labels (data.labels)
+    label_case: str = "keep"
+    label_map: dict[str, str] = field(default_factory=dict)
+    format: str = "auto"
+    fields: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class Steps:
+    """Per-row steps, built once per run: cleaner, scrubber, length limits, tokenizer."""
+
+    clean: Callable[[str], str] | None
+    scrub: Callable[[str], tuple[str | None, Counter]] | None
+    min_chars: int = 1
+    max_chars: int | None = None
+    min_tokens: int | None = None
+    max_tokens: int | None = None
+    tokenizer: object = None
+
+
+@dataclass
+class Tally:
+    """What the pass saw: counts feed the report's step table, problems go to the caller's policy."""
+
+    records: int = 0
+    dropped: Counter = field(default_factory=Counter)  # step → rows dropped by filters
+    reasons: Counter = field(default_factory=Counter)  # filter reason → rows
+    pii: Counter = field(default_factory=Counter)
+    pii_rows: int = 0
+    seconds: Counter = field(default_factory=Counter)
+    sources: list = field(default_factory=list)
+
+
+def key_text(text: str | None, messages: list[dict] | None) -> str:
+    """What deduplication and leakage compare: the text, or the conversation's turns."""
+    if messages is None:
+        return text or ""
+    return "\n".join(f"{m['role']}: {m['content']}" for m in messages)
+
+
+def detect(paths: list[Path], options: ReadOptions, spec: Spec) -> str:
+    """The record format of generative files, from the first readable records of the first file."""
+    if spec.format != "auto":
+        return spec.format
+    head = islice(iter_records(paths[0], options), 200)
+    readable = [formats.rename(r, spec.fields) for r, _, problem in head if problem is None]
+    if not readable:
+        return "text"  # nothing readable: every record is reported as bad anyway
+    return formats.detect_format(readable, paths[0])
+
+
+def _convert(record: dict, where: str, spec: Spec, fmt: str) -> tuple:
+    """(text, messages, label, group) of one record, or formats.Bad."""
+    if spec.kind == "labelled":
+        text, raw, group = formats.labelled(record, spec.text_column, spec.label_column, spec.group_column)
+        label = normalise_label(str(raw), spec.label_case)
+        label = spec.label_map.get(label, label)
+        if spec.labels is not None and label not in spec.labels:
+            allowed = ", ".join(sorted(spec.labels))
+            raise formats.Bad(f"unknown label '{label}' (allowed: {allowed}; data.labels)")
+        return text, None, label, group
+    record = formats.rename(record, spec.fields)
+    example = formats.to_example(fmt, record, spec.fields, where)
+    group = None
+    if spec.group_column is not None:
+        if record.get(spec.group_column) in (None, ""):
+            raise formats.Bad(f"missing field '{spec.group_column}' (data.group_column)")
+        group = str(record[spec.group_column])
+    return example.text, example.messages, None, group
+
+
+def _transform(value: str | None, messages: list[dict] | None, fn) -> tuple[str | None, list[dict] | None]:
+    if messages is None:
+        return fn(value), None
+    return None, [{**m, "content": fn(m["content"])} for m in messages]
+
+
+def _process(batch: list[tuple], steps: Steps, tally: Tally) -> dict[str, list]:
+    """Clean, scrub and length-check converted rows; returns the surviving rows as columns."""
+    rows = batch
+    if steps.clean is not None:
+        start = time.perf_counter()
+        cleaned = []
+        for where, text, messages, label, group in rows:
+            text, messages = _transform(text, messages, steps.clean)
+            if (text is not None and not text) or (
+                messages is not None and not all(m["content"] for m in messages)
+            ):
+                tally.dropped["clean"] += 1
+                tally.reasons["empty after cleaning"] += 1
+                continue
+            cleaned.append((where, text, messages, label, group))
+        rows = cleaned
+        tally.seconds["clean"] += time.perf_counter() - start
+    if steps.scrub is not None:
+        start = time.perf_counter()
+        scrubbed = []
+        for where, text, messages, label, group in rows:
+            counts: Counter = Counter()
+
+            def scrub(value: str, counts=counts) -> str | None:
+                out, found = steps.scrub(value)
+                counts.update(found)
+                return out
+
+            text, messages = _transform(text, messages, scrub)
+            if counts:
+                tally.pii.update(counts)
+                tally.pii_rows += 1
+            if (messages is None and text is None) or (
+                messages is not None and any(m["content"] is None for m in messages)
+            ):
+                tally.dropped["pii"] += 1
+                tally.reasons["private data (data.pii.action = drop)"] += 1
+                continue
+            scrubbed.append((where, text, messages, label, group))
+        rows = scrubbed
+        tally.seconds["pii"] += time.perf_counter() - start
+    start = time.perf_counter()
+    keys = [key_text(text, messages) for _, text, messages, _, _ in rows]
+    chars = [len(k) for k in keys]
+    tokens = [-1] * len(rows)
+    if steps.tokenizer is not None and rows:
+        tokens = [len(ids) for ids in steps.tokenizer(keys, add_special_tokens=False)["input_ids"]]
+    keep = []
+    for i, (n_chars, n_tokens) in enumerate(zip(chars, tokens, strict=True)):
+        reason = None
+        if n_chars < steps.min_chars:
+            reason = f"shorter than data.clean.min_chars = {steps.min_chars}"
+        elif steps.max_chars is not None and n_chars > steps.max_chars:
+            reason = f"longer than data.clean.max_chars = {steps.max_chars}"
+        elif steps.min_tokens is not None and n_tokens < steps.min_tokens:
+            reason = f"fewer tokens than data.clean.min_tokens = {steps.min_tokens}"
+        elif steps.max_tokens is not None and n_tokens > steps.max_tokens:
+            reason = f"more tokens than data.clean.max_tokens = {steps.max_tokens}"
+        if reason:
+            tally.dropped["length"] += 1
+            tally.reasons[reason] += 1
+        else:
+            keep.append(i)
+    tally.seconds["length"] += time.perf_counter() - start
+    start = time.perf_counter()
+    hashes = exact_hashes([keys[i] for i in keep])
+    tally.seconds["hash"] += time.perf_counter() - start
+    kept = [rows[i] for i in keep]
+    return {
+        "where": [r[0] for r in kept],
+        "text": [r[1] for r in kept],
+        "messages": [None if r[2] is None else json.dumps(r[2], ensure_ascii=False) for r in kept],
+        "label": [r[3] for r in kept],
+        "group": [r[4] for r in kept],
+        "origin": ["file"] * len(kept),
+        "hash": hashes,
+        "chars": [chars[i] for i in keep],
+        "tokens": [tokens[i] for i in keep],
+    }
+
+
+def read_split(
+    paths: list[Path],
+    options: ReadOptions,
+    spec: Spec,
+    steps: Steps,
+    bad: Callable[[str, str], None],
+    out: Path,
+) -> tuple[Dataset, str, Tally]:
+    """Stream every record of the split's files through the per-row steps into `out` (an Arrow file);
+    `bad(where, reason)` applies data.on_error. Returns the memory-mapped rows, the format and the tally."""
+    tally = Tally()
+    fmt = "labelled" if spec.kind == "labelled" else detect(paths, options, spec)
+    records: Iterator[Record] = (record for path in paths for record in _tracked(path, options, tally))
+    with pa.OSFile(str(out), "wb") as sink, pa.ipc.new_stream(sink, SCHEMA) as writer:
+        while True:
+            start = time.perf_counter()
+            chunk = list(islice(records, BATCH))
+            if not chunk:
+                break
+            converted = []
+            for record, where, problem in chunk:
+                tally.records += 1
+                if problem is None:
+                    try:
+                        converted.append((where, *_convert(record, where, spec, fmt)))
+                        continue
+                    except formats.Bad as exc:
+                        problem = str(exc)
+                bad(where, problem)
+            tally.seconds["read"] += time.perf_counter() - start
+            columns = _process(converted, steps, tally)
+            writer.write_batch(pa.RecordBatch.from_pydict(columns, schema=SCHEMA))
+    return Dataset.from_file(str(out), in_memory=False), fmt, tally
+
+
+def _tracked(path: Path, options: ReadOptions, tally: Tally) -> Iterator[Record]:
+    src = source(path, options)
+    tally.sources.append(src)
+    if src.warning:
+        print(f"lmtune: warning: {src.warning}")
+    yield from iter_records(path, options, src)
+
+
+EXTRA = {"fold": pa.int64(), "weight": pa.float64()}
+
+
+def to_dataset(rows: list[dict]) -> Dataset:
+    """Rows made in Python (augmentation) back into Arrow; explicit types, since a 64-bit hash above
+    2**63 does not fit the int64 that type inference would pick."""
+    fields = [*SCHEMA, *(pa.field(name, kind) for name, kind in EXTRA.items() if rows and name in rows[0])]
+    return Dataset(pa.table({f.name: pa.array([row[f.name] for row in rows], type=f.type) for f in fields}))
+
+
+def hashes(rows: Dataset) -> np.ndarray:
+    """The rows' dedup hashes (respecting a selection: `rows.data` would be the whole table)."""
+    if not len(rows):
+        return np.zeros(0, dtype=np.uint64)
+    return np.asarray(rows.with_format("numpy")["hash"], dtype=np.uint64)
+
+
+def row_key(row: dict) -> str:
+    """The dedup key text of a stored row (messages are JSON in the Arrow file)."""
+    messages = json.loads(row["messages"]) if row.get("messages") else None
+    return dedup_key(key_text(row.get("text"), messages))
