@@ -18,6 +18,10 @@ touched) and peak anonymous memory (RssAnon sampled every 20 ms: the process's o
 - datasketch:   the peer, on a subset: `MinHash` (128 perms, default hash) per row + `MinHashLSH`
                 query-then-insert (the usual streaming dedup; unverified candidates); ours on the same subset
 
+- pipeline exact: `prepare_data` end to end on a JSONL file of the same rows (read + validate, clean
+                with markup stripping, PII scrub, hash, exact dedup, hash split, exact leakage check)
+- pipeline near:  the same with near-duplicate removal and the near leakage check
+
 Timings depend on the load from other processes: the load average is printed with the table.
 """
 
@@ -117,6 +121,15 @@ def child(stage: str, arrow: str, rows: int, threshold: float) -> dict[str, Any]
 
     data = Dataset.from_file(arrow).select(range(rows))  # memory-mapped, contiguous: no copy
     column = data.data.column("text")
+    if stage.startswith("pipeline"):
+        from lmtune.config import validate  # imports before the clock starts
+        from lmtune.data.pipeline import prepare_data
+
+        source = Path(arrow).with_name(f"rows-{rows}.jsonl")
+        if not source.exists():  # written before the clock and the memory probe start
+            with open(source, "w", encoding="utf-8") as handle:
+                for i, text in enumerate(column.to_pylist()):
+                    handle.write(json.dumps({"text": text, "label": "abc"[i % 3]}) + "\n")
     anon = PeakAnon()
     out: dict[str, Any] = {}
     start = time.perf_counter()
@@ -149,6 +162,17 @@ def child(stage: str, arrow: str, rows: int, threshold: float) -> dict[str, Any]
             else:
                 lsh.insert(str(i), m)
         out["dropped"] = dropped
+    elif stage.startswith("pipeline"):
+        near = stage == "pipeline near"
+        data_config = {
+            "train": str(source),
+            "clean": {"html": True},
+            "dedup": {"near": near, "threshold": threshold},
+            "leakage": {"near": near},
+        }
+        report = prepare_data(validate({"data": data_config}, "bench"), "labelled").report
+        out["steps"] = {f"{s['step']} {s['split']}": s["seconds"] for s in report["steps"]}
+        out["dropped"] = rows - sum(s["rows"] for s in report["splits"].values())
     else:
         raise SystemExit(f"unknown stage {stage}")
     seconds = time.perf_counter() - start
@@ -189,6 +213,7 @@ def main() -> None:
     parser.add_argument("--threshold", type=float, default=0.8)
     parser.add_argument("--workdir", type=Path, help="keep the generated Arrow file here")
     parser.add_argument("--json", type=Path, help="write all results here")
+    parser.add_argument("--only", nargs="+", metavar="STAGE", help="run only these stages (no ratios)")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--arrow", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -213,9 +238,12 @@ def main() -> None:
     half, full, peer = args.rows // 2, args.rows, min(args.peer_rows, args.rows)
 
     results = []
-    for stage in ("read", "exact", "clean+exact", "pandas exact", "near"):
+    stages = ("read", "exact", "clean+exact", "pandas exact", "near", "pipeline exact", "pipeline near")
+    for stage in args.only or stages:
         for rows in (half, full):
             results.append(measure(stage, arrow, rows, args.threshold))
+    if args.only:
+        return
     results.append(measure("near", arrow, peer, args.threshold))
     results.append(measure("datasketch", arrow, peer, args.threshold))
 
@@ -243,11 +271,17 @@ def main() -> None:
         f"{get('near', peer)['rows_per_s'] / [r for r in results if r['stage'] == 'datasketch'][0]['rows_per_s']:.2f}"
     )
     print(f"doubling ({half:,} -> {full:,} rows) of peak anon / peak RSS:")
-    for stage in ("clean+exact", "pandas exact", "near"):
+    for stage in ("clean+exact", "pandas exact", "near", "pipeline exact", "pipeline near"):
         a, b = get(stage, half), get(stage, full)
         print(
             f"  {stage:<13} anon {a['peak_anon_mb']:.0f} -> {b['peak_anon_mb']:.0f} MB, "
             f"RSS {a['peak_rss_mb']:.0f} -> {b['peak_rss_mb']:.0f} MB"
+        )
+    for stage in ("pipeline exact", "pipeline near"):
+        steps = get(stage, full)["steps"]
+        print(
+            f"{stage} at {full:,} rows, seconds per step: "
+            + ", ".join(f"{k} {v:.1f}" for k, v in steps.items())
         )
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))

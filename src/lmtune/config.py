@@ -92,7 +92,11 @@ class PiiConfig(Section):
     )
     types: list[str] = Field(
         ["email", "phone", "card", "iban", "ip", "ssn", "url_credentials"],
-        description="person needs Presidio or a spaCy model installed",
+        description="also: person, which needs a spaCy English model installed (Presidio optional)",
+    )
+    phone_regions: list[str] = Field(
+        ["US", "GB", "DE", "FR", "IN"],
+        description="countries whose national phone formats count; numbers written with + always do",
     )
 
 

@@ -70,7 +70,7 @@ def summary(report: dict, kind: str) -> str:
     pii = report["pii"]
     if pii["action"] != "off":
         hits = ", ".join(f"{t} {n}" for t, n in pii["hits"].items()) or "none"
-        lines.append(f"private data ({pii['action']}): {pii['rows']} rows; hits: {hits}")
+        lines.append(f"private data ({pii['action']}): {pii['texts']} texts; hits: {hits}")
     for name, s in report["splits"].items():
         if not s["rows"]:
             continue

@@ -110,7 +110,7 @@ def _fmix32(h: np.ndarray) -> np.ndarray:
     return h ^ (h >> _U32(16))
 
 
-def _fmix64(h: np.ndarray) -> np.ndarray:
+def mix64(h: np.ndarray) -> np.ndarray:
     h = h ^ (h >> _U64(33))
     h = h * _U64(0xFF51AFD7ED558CCD)
     h = h ^ (h >> _U64(33))
@@ -196,8 +196,8 @@ def _band_keys(sig: np.ndarray, bands: int, rows: int) -> np.ndarray:
         cols = sig[band * rows : (band + 1) * rows].astype(_U64)
         h = cols[0]
         for k in range(1, rows):
-            h = _fmix64(h) ^ cols[k]
-        keys[band] = _fmix64(h)
+            h = mix64(h) ^ cols[k]
+        keys[band] = mix64(h)
     return keys
 
 

@@ -210,32 +210,36 @@ def to_example(fmt: str, record: dict, names: dict[str, str], where: str) -> Exa
     return Example(_chat(record, names, key, roles), None, where)
 
 
+def _required(record: dict, column: str, key: str, what: str):
+    if column not in record:
+        found = ", ".join(map(str, record)) or "none"
+        raise Bad(f"missing field '{column}' (fields found: {found}); set data.{key}")
+    value = record[column]
+    if value is None or (isinstance(value, str) and not value.strip()):
+        raise Bad(f"empty {what} in field '{column}'")
+    return value
+
+
 def labelled(
     record: dict, text: str, label: str, group: str | None
 ) -> tuple[str, str | int | float, str | None]:
     """(text, raw label, group) of a classification record; the label is normalised by the pipeline."""
-
-    def get(column: str, key: str, what: str):
-        if column not in record:
-            found = ", ".join(map(str, record)) or "none"
-            raise Bad(f"missing field '{column}' (fields found: {found}); set data.{key}")
-        value = record[column]
-        if value is None or (isinstance(value, str) and not value.strip()):
-            raise Bad(f"empty {what} in field '{column}'")
-        return value
-
-    value = get(text, "text_column", "text")
-    if not isinstance(value, str):
-        raise Bad(f"field '{text}' must be a string, got {kind_of(value)}")
-    tag = get(label, "label_column", "label")
-    if not isinstance(tag, str | int | float) or isinstance(tag, bool):
-        raise Bad(f"field '{label}' must be a string or a number, got {kind_of(tag)}")
-    key = None
-    if group is not None:
-        key = get(group, "group_column", "group")
-        if not isinstance(key, str | int):
-            raise Bad(f"field '{group}' must be a string or a number, got {kind_of(key)}")
-    return value, tag, None if key is None else str(key)
+    value = record.get(text)
+    if type(value) is not str or not value.strip():  # the common case costs one lookup and two checks
+        value = _required(record, text, "text_column", "text")
+        if not isinstance(value, str):
+            raise Bad(f"field '{text}' must be a string, got {kind_of(value)}")
+    tag = record.get(label)
+    if type(tag) is not str or not tag.strip():
+        tag = _required(record, label, "label_column", "label")
+        if not isinstance(tag, str | int | float) or isinstance(tag, bool):
+            raise Bad(f"field '{label}' must be a string or a number, got {kind_of(tag)}")
+    if group is None:
+        return value, tag, None
+    key = _required(record, group, "group_column", "group")
+    if not isinstance(key, str | int):
+        raise Bad(f"field '{group}' must be a string or a number, got {kind_of(key)}")
+    return value, tag, str(key)
 
 
 def rename(record: dict | None, names: dict[str, str]) -> dict | None:

@@ -11,10 +11,15 @@ from datasets import Dataset
 
 from lmtune.config import RunConfig
 from lmtune.data import dedup
-from lmtune.data.rows import hashes, row_key
+from lmtune.data.rows import hashes, keys
 
 
-def check(splits: dict[str, Dataset], config: RunConfig, report) -> dict[str, Dataset]:
+def check(
+    splits: dict[str, Dataset], config: RunConfig, report, take, cut: set[str] = frozenset()
+) -> dict[str, Dataset]:
+    """Held-out rows with a copy in train. Splits in `cut` were cut from the training file after its
+    deduplication, so exact (and, with near dedup on, near) copies across them cannot exist: not searched.
+    `take(rows, indices)` selects rows."""
     settings, d = config.data.leakage, config.data.dedup
     if not settings.check or not len(splits["train"]):
         return splits
@@ -22,46 +27,44 @@ def check(splits: dict[str, Dataset], config: RunConfig, report) -> dict[str, Da
     train = splits["train"]
     train_hashes = hashes(train)
     train_keys = None
-    involved: set[int] = set()
+    involved: list[np.ndarray] = []
     findings: dict[str, dict] = {}
     for name in ("validation", "test"):
         other = splits[name]
         if not len(other):
             continue
-        other_hashes = hashes(other)
-        exact_rows = np.flatnonzero(np.isin(other_hashes, train_hashes))
-        exact_train = np.flatnonzero(np.isin(train_hashes, other_hashes[exact_rows]))
-        involved.update(int(i) for i in exact_train)
-        first_train = {int(h): int(i) for i, h in reversed(list(enumerate(train_hashes)))}
-        examples = [
-            _example(train, other, first_train[int(other_hashes[j])], int(j), 1.0)
-            for j in exact_rows[: report.EXAMPLES]
-        ]
+        exact_rows, examples = np.zeros(0, dtype=np.int64), []
+        if not (name in cut and d.exact):
+            other_hashes = hashes(other)
+            first = dedup.cross_exact(train_hashes, other_hashes)
+            exact_rows = np.flatnonzero(first >= 0)
+            involved.append(np.flatnonzero(np.isin(train_hashes, other_hashes[exact_rows])))
+            examples = [
+                _example(train, other, int(first[j]), int(j), 1.0) for j in exact_rows[: report.EXAMPLES]
+            ]
         near_rows: set[int] = set()
-        if settings.near:
+        if settings.near and not (name in cut and d.near):
             if train_keys is None:
-                train_keys = [row_key(row) for row in train]
-            other_keys = [row_key(row) for row in other]
+                train_keys = keys(train)
             exact = set(exact_rows.tolist())
             pairs = [
                 p
-                for p in dedup.cross_duplicates(train_keys, other_keys, threshold=d.threshold, ngram=d.ngram)
+                for p in dedup.cross_duplicates(train_keys, keys(other), threshold=d.threshold, ngram=d.ngram)
                 if p[1] not in exact
             ]
             near_rows = {j for _, j, _ in pairs}
-            involved.update(i for i, _, _ in pairs)
+            involved.append(np.array([i for i, _, _ in pairs], dtype=np.int64))
             examples += [_example(train, other, i, j, jac) for i, j, jac in pairs[: report.EXAMPLES]]
         findings[name] = {"exact": len(exact_rows), "near": len(near_rows), "examples": examples}
-    overlap = (
-        np.isin(hashes(splits["test"]), hashes(splits["validation"])).sum()
-        if len(splits["validation"])
-        else 0
+    both = (
+        len(splits["validation"]) and len(splits["test"]) and not ({"validation", "test"} <= cut and d.exact)
     )
-    removed = len(involved) if settings.remove_from_train else 0
+    overlap = int(np.isin(hashes(splits["test"]), hashes(splits["validation"])).sum()) if both else 0
+    leaking = np.unique(np.concatenate(involved)) if involved else np.zeros(0, dtype=np.int64)
+    removed = len(leaking) if settings.remove_from_train else 0
     if removed:
-        keep = np.setdiff1d(np.arange(len(train)), np.fromiter(involved, dtype=np.int64))
-        splits = {**splits, "train": train.select(keep)}
-    report.leakage(findings, int(overlap), removed, len(train), time.perf_counter() - start)
+        splits = {**splits, "train": take(train, np.setdiff1d(np.arange(len(train)), leaking))}
+    report.leakage(findings, overlap, removed, len(train), time.perf_counter() - start)
     return splits
 
 

@@ -375,11 +375,13 @@ def make_scrubber(
     wanted = frozenset(types)
     regions = tuple(phone_regions)
 
+    nothing: Counter = Counter()  # shared by every clean row: most rows hold no private data
+
     def scrub(text: str) -> tuple[str | None, Counter]:
         hits = _find(text, wanted, regions)
-        counts = Counter(h.type for h in hits)
         if not hits:
-            return text, counts
+            return text, nothing
+        counts = Counter(h.type for h in hits)
         if action == "drop":
             return None, counts
         parts, pos = [], 0

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import pyarrow.compute as pc
 from datasets import Dataset
 
 from lmtune import assets
@@ -26,7 +27,7 @@ from lmtune.data import dedup, leakage, split
 from lmtune.data.clean import make_cleaner
 from lmtune.data.load import ReadOptions, expand
 from lmtune.data.report import DataReport, split_stats
-from lmtune.data.rows import Spec, Steps, hashes, read_split, row_key, to_dataset
+from lmtune.data.rows import Scratch, Spec, Steps, hashes, keys, read_split, to_dataset, values
 from lmtune.errors import LmtuneError
 
 SPLITS = ("train", "validation", "test")
@@ -100,13 +101,28 @@ def file_input(config: RunConfig, path: str, key: str = "--data") -> Input:
     )
 
 
+def _spec(config: RunConfig, kind: str, source: Input, groups: bool = True) -> Spec:
+    d = config.data
+    return Spec(
+        kind,
+        source.text_column,
+        source.label_column,
+        d.group_column if groups else None,
+        set(d.labels) if d.labels else None,
+        d.clean.label_case,
+        d.clean.label_map,
+        d.format,
+        d.fields,
+    )
+
+
 def _steps(config: RunConfig, tokenizer) -> Steps:
     c, p = config.data.clean, config.data.pii
     scrub = None
     if p.action != "off":
         from lmtune.data.pii import make_scrubber
 
-        scrub = make_scrubber(p.types, p.action)
+        scrub = make_scrubber(p.types, p.action, p.phone_regions)
     cleaner = make_cleaner(
         unicode=c.unicode,
         control=c.control,
@@ -133,22 +149,17 @@ def prepare_data(
     report = DataReport(config)
     steps = _steps(config, tokenizer)
     work = Path(tempfile.mkdtemp(prefix="lmtune-data-"))
+    scratch = Scratch(work)
     try:
         loaded, fmt = {}, "labelled"
         for name, source in inputs.items():
-            spec = Spec(
-                kind,
-                source.text_column,
-                source.label_column,
-                d.group_column,
-                set(d.labels) if d.labels else None,
-                d.clean.label_case,
-                d.clean.label_map,
-                d.format,
-                d.fields,
-            )
             rows, fmt_, tally = read_split(
-                source.paths, source.options, spec, steps, report.bad_row_policy(name), work / f"{name}.arrow"
+                source.paths,
+                source.options,
+                _spec(config, kind, source),
+                steps,
+                report.bad_row_policy(name),
+                work / f"{name}.arrow",
             )
             if name == "train":
                 fmt = fmt_
@@ -156,13 +167,13 @@ def prepare_data(
                 raise LmtuneError(f"data: the splits mix plain text and conversations ({fmt}, {fmt_})")
             report.read(name, tally, len(rows))
             loaded[name] = rows
-        loaded = {name: _deduplicate(name, rows, config, report) for name, rows in loaded.items()}
-        splits = _split(loaded, config, report)
-        splits = leakage.check(splits, config, report)
+        loaded = {name: _deduplicate(name, rows, config, report, scratch) for name, rows in loaded.items()}
+        splits = _split(loaded, config, report, scratch)
+        splits = leakage.check(splits, config, report, scratch.take, cut=set(SPLITS) - set(loaded))
         if kind == "labelled":
-            splits = _unknown_labels(splits, report)
+            splits = _unknown_labels(splits, report, scratch)
         if d.max_train_rows and d.max_train_rows < len(splits["train"]):
-            splits["train"] = _subsample(splits["train"], d.max_train_rows, d.split.seed, report)
+            splits["train"] = _subsample(splits["train"], d.max_train_rows, d.split.seed, report, scratch)
         if not len(splits["train"]) or (require_test and not len(splits["test"])):
             empty = "train" if not len(splits["train"]) else "test"
             raise LmtuneError(f"data: no usable {empty} rows left (see the data steps: {report.summary()})")
@@ -182,19 +193,8 @@ def read_file(
 ) -> list[dict]:
     """One file read, cleaned and scrubbed like the run's own data (no dedup, split or augmentation):
     what `lmtune eval --data` scores on."""
-    d = config.data
     source = inputs or file_input(config, path)
-    spec = Spec(
-        kind,
-        source.text_column,
-        source.label_column,
-        None,
-        None,
-        d.clean.label_case,
-        d.clean.label_map,
-        d.format,
-        d.fields,
-    )
+    spec = _spec(config, kind, source, groups=False)
     report = DataReport(config)
     work = Path(tempfile.mkdtemp(prefix="lmtune-data-"))
     try:
@@ -213,7 +213,9 @@ def read_file(
         shutil.rmtree(work, ignore_errors=True)
 
 
-def _deduplicate(name: str, rows: Dataset, config: RunConfig, report: DataReport) -> Dataset:
+def _deduplicate(
+    name: str, rows: Dataset, config: RunConfig, report: DataReport, scratch: Scratch
+) -> Dataset:
     """Later exact copies, then near-duplicates, dropped within one split; the first copy is kept."""
     c = config.data.dedup
     if not len(rows) or not (c.exact or c.near):
@@ -226,18 +228,19 @@ def _deduplicate(name: str, rows: Dataset, config: RunConfig, report: DataReport
         dropped = np.flatnonzero(~keep)
         pairs = [(int(first[inverse[i]]), int(i), 1.0) for i in dropped[: report.EXAMPLES]]
         report.duplicates(name, "exact", rows, pairs, len(dropped), time.perf_counter() - start)
-        rows = rows.select(np.flatnonzero(keep))
+        rows = scratch.take(rows, np.flatnonzero(keep))
     if c.near and len(rows) > 1:
         start = time.perf_counter()
-        keys = [row_key(row) for row in rows]
-        found = dedup.near_duplicates(keys, threshold=c.threshold, ngram=c.ngram)
+        found = dedup.near_duplicates(keys(rows), threshold=c.threshold, ngram=c.ngram)
         dropped = np.flatnonzero(~found.keep)
         report.duplicates(name, "near", rows, found.pairs, len(dropped), time.perf_counter() - start)
-        rows = rows.select(np.flatnonzero(found.keep))
+        rows = scratch.take(rows, np.flatnonzero(found.keep))
     return rows
 
 
-def _split(loaded: dict[str, Dataset], config: RunConfig, report: DataReport) -> dict[str, Dataset]:
+def _split(
+    loaded: dict[str, Dataset], config: RunConfig, report: DataReport, scratch: Scratch
+) -> dict[str, Dataset]:
     """Cut the splits that have no file of their own out of train (hash-stable or stratified)."""
     s = config.data.split
     train = loaded["train"]
@@ -247,13 +250,13 @@ def _split(loaded: dict[str, Dataset], config: RunConfig, report: DataReport) ->
     start = time.perf_counter()
     result = dict(loaded)
     if cut:
-        labels = train["label"] if s.method == "stratified" else None
-        groups = train["group"] if config.data.group_column else None
+        labels = values(train, "label") if s.method == "stratified" else None
+        groups = values(train, "group") if config.data.group_column else None
         assignment = split.assign(hashes(train), groups, labels, cut, s.seed, s.method)
         for name, code in [("train", 0), *[(n, i + 1) for i, n in enumerate(cut)]]:
-            result[name] = train.select(np.flatnonzero(assignment == code))
+            result[name] = scratch.take(train, np.flatnonzero(assignment == code))
     for name in wanted:
-        result.setdefault(name, train.select([]))
+        result.setdefault(name, scratch.take(train, []))
     report.step(
         "split",
         len(train),
@@ -266,36 +269,40 @@ def _split(loaded: dict[str, Dataset], config: RunConfig, report: DataReport) ->
     return {name: result[name] for name in SPLITS}
 
 
-def _unknown_labels(splits: dict[str, Dataset], report: DataReport) -> dict[str, Dataset]:
+def _unknown_labels(splits: dict[str, Dataset], report: DataReport, scratch: Scratch) -> dict[str, Dataset]:
     """A validation/test label the training split never shows cannot be learned: a bad row."""
-    known = set(splits["train"]["label"])
+    known = pc.unique(splits["train"].with_format("arrow")["label"])
     for name in ("validation", "test"):
         rows = splits[name]
-        unknown = [i for i, label in enumerate(rows["label"]) if label not in known] if len(rows) else []
+        if not len(rows):
+            continue
+        inside = pc.is_in(rows.with_format("arrow")["label"], value_set=known).to_numpy(zero_copy_only=False)
+        unknown = np.flatnonzero(~inside).tolist()
+        known_names = ", ".join(sorted(known.to_pylist()))
         for i in unknown:
             row = rows[i]
             report.bad_row_policy(name)(
                 row["where"],
-                f"label {row['label']!r} never occurs in the training split; training labels: {', '.join(sorted(known))}",
+                f"label {row['label']!r} never occurs in the training split; training labels: {known_names}",
             )
         if unknown:
-            splits[name] = rows.select(np.setdiff1d(np.arange(len(rows)), unknown))
+            splits[name] = scratch.take(rows, np.setdiff1d(np.arange(len(rows)), unknown))
     return splits
 
 
-def _subsample(rows: Dataset, n: int, seed: int, report: DataReport) -> Dataset:
+def _subsample(rows: Dataset, n: int, seed: int, report: DataReport, scratch: Scratch) -> Dataset:
     start = time.perf_counter()
-    labels = rows["label"]
+    labels = values(rows, "label")
     if all(label is not None for label in labels):
-        keep = split.subsample_indices(list(labels), n, seed)
+        keep = split.subsample_indices(labels, n, seed)
     else:
         keep = sorted(random.Random(seed).sample(range(len(rows)), n))
     report.step("max_train_rows", len(rows), n, time.perf_counter() - start, "train")
-    return rows.select(keep)
+    return scratch.take(rows, keep)
 
 
 def _with_folds(rows: Dataset, k: int, seed: int, report: DataReport) -> Dataset:
-    groups = list(rows["group"])
+    groups = values(rows, "group")
     folds = split.folds(hashes(rows), groups if any(g is not None for g in groups) else None, k, seed)
     report.data["folds"] = dict(sorted(Counter(int(f) for f in folds).items()))
     return rows.add_column("fold", folds.tolist())

@@ -8,9 +8,10 @@ import html
 from collections import Counter
 
 import numpy as np
+import pyarrow.compute as pc
 
 from lmtune.config import RunConfig
-from lmtune.data.rows import reason_kind
+from lmtune.data.rows import column, reason_kind
 from lmtune.errors import LmtuneError
 from lmtune.evaluate.report import plt, png, table
 
@@ -31,7 +32,7 @@ class DataReport:
             "bad_rows": {"count": 0, "by_kind": Counter(), "by_split": Counter(), "listed": []},
             "filtered": Counter(),
             "duplicates": {},
-            "pii": {"action": d.pii.action, "types": d.pii.types, "hits": Counter(), "rows": 0},
+            "pii": {"action": d.pii.action, "types": d.pii.types, "hits": Counter(), "texts": 0},
             "splits": {},
             "leakage": None,
         }
@@ -70,7 +71,7 @@ class DataReport:
                     "split": split,
                     "path": str(src.path),
                     "kind": src.kind,
-                    "encoding": src.encoding,
+                    "encoding": "utf-8" if src.encoding == "utf-8-sig" else src.encoding,
                     "warning": src.warning,
                 }
             )
@@ -85,7 +86,7 @@ class DataReport:
         self.step("hash", valid, rows_out, tally.seconds["hash"], split)
         self.data["filtered"].update(tally.reasons)
         self.data["pii"]["hits"].update(tally.pii)
-        self.data["pii"]["rows"] += tally.pii_rows
+        self.data["pii"]["texts"] += tally.pii_texts
 
     def duplicates(self, split: str, kind: str, rows, pairs, removed: int, seconds: float) -> None:
         examples = []
@@ -157,17 +158,25 @@ def _histogram(values) -> dict:
     }
 
 
+def _counts(values) -> dict:
+    """Value → count of an Arrow column, without a Python object per row."""
+    return {item["values"].as_py(): item["counts"].as_py() for item in pc.value_counts(values)}
+
+
 def split_stats(rows, kind: str) -> dict:
     """Row count, labels, origins and length histograms (characters, and tokens when counted)."""
     stats: dict = {"rows": len(rows)}
     if not len(rows):
         return stats
+    arrow = rows.with_format("arrow")
     if kind == "labelled":
-        stats["labels"] = dict(sorted(Counter(rows["label"]).items()))
-    stats["origins"] = dict(Counter(origin.split(":")[0] for origin in rows["origin"]))
-    columns = rows.with_format("numpy")
-    stats["chars"] = _histogram(columns["chars"])
-    tokens = np.asarray(columns["tokens"])
+        stats["labels"] = dict(sorted(_counts(arrow["label"]).items()))
+    origins: Counter = Counter()
+    for origin, count in _counts(arrow["origin"]).items():  # augmented rows name their source row
+        origins[origin.split(":")[0]] += count
+    stats["origins"] = dict(origins)
+    stats["chars"] = _histogram(column(rows, "chars"))
+    tokens = column(rows, "tokens")
     if (tokens >= 0).any():
         stats["tokens"] = _histogram(tokens[tokens >= 0])
     return stats
@@ -274,9 +283,8 @@ def data_sections(report: dict) -> list[tuple[str, str]]:
     pii = report["pii"]
     if pii["action"] != "off":
         hits = [[t, pii["hits"].get(t, 0)] for t in pii["types"]]
-        body = f"<p>{pii['rows']} rows held private data (action: {pii['action']}).</p>" + table(
-            ["type", "hits"], hits
-        )
+        held = f"{pii['texts']} texts (rows, or turns of a conversation) held private data"
+        body = f"<p>{held} (action: {pii['action']}).</p>" + table(["type", "hits"], hits)
         sections.append(("Data: private data", body))
     splits = report["splits"]
     rows = [

@@ -92,7 +92,7 @@ class Tally:
     dropped: Counter = field(default_factory=Counter)  # step → rows dropped by filters
     reasons: Counter = field(default_factory=Counter)  # filter reason → rows
     pii: Counter = field(default_factory=Counter)
-    pii_rows: int = 0
+    pii_texts: int = 0
     seconds: Counter = field(default_factory=Counter)
     sources: list = field(default_factory=list)
 
@@ -141,47 +141,41 @@ def _transform(value: str | None, messages: list[dict] | None, fn) -> tuple[str 
     return None, [{**m, "content": fn(m["content"])} for m in messages]
 
 
+def _each(rows: list[tuple], fn, step: str, reason: str, tally: Tally) -> list[tuple]:
+    """Apply a per-text step to every row (each turn of a conversation); a row whose text comes back
+    empty or None is dropped and counted under `reason`."""
+    start = time.perf_counter()
+    kept = []
+    for where, text, messages, label, group in rows:
+        text, messages = _transform(text, messages, fn)
+        if (messages is None and not text) or (
+            messages is not None and not all(m["content"] for m in messages)
+        ):
+            tally.dropped[step] += 1
+            tally.reasons[reason] += 1
+            continue
+        kept.append((where, text, messages, label, group))
+    tally.seconds[step] += time.perf_counter() - start
+    return kept
+
+
 def _process(batch: list[tuple], steps: Steps, tally: Tally) -> dict[str, list]:
     """Clean, scrub and length-check converted rows; returns the surviving rows as columns."""
     rows = batch
     if steps.clean is not None:
-        start = time.perf_counter()
-        cleaned = []
-        for where, text, messages, label, group in rows:
-            text, messages = _transform(text, messages, steps.clean)
-            if (text is not None and not text) or (
-                messages is not None and not all(m["content"] for m in messages)
-            ):
-                tally.dropped["clean"] += 1
-                tally.reasons["empty after cleaning"] += 1
-                continue
-            cleaned.append((where, text, messages, label, group))
-        rows = cleaned
-        tally.seconds["clean"] += time.perf_counter() - start
+        rows = _each(rows, steps.clean, "clean", "empty after cleaning", tally)
     if steps.scrub is not None:
-        start = time.perf_counter()
-        scrubbed = []
-        for where, text, messages, label, group in rows:
-            counts: Counter = Counter()
 
-            def scrub(value: str, counts=counts) -> str | None:
-                out, found = steps.scrub(value)
-                counts.update(found)
-                return out
-
-            text, messages = _transform(text, messages, scrub)
+        def scrub(value: str) -> str | None:
+            out, counts = steps.scrub(value)
             if counts:
                 tally.pii.update(counts)
-                tally.pii_rows += 1
-            if (messages is None and text is None) or (
-                messages is not None and any(m["content"] is None for m in messages)
-            ):
-                tally.dropped["pii"] += 1
-                tally.reasons["private data (data.pii.action = drop)"] += 1
-                continue
-            scrubbed.append((where, text, messages, label, group))
-        rows = scrubbed
-        tally.seconds["pii"] += time.perf_counter() - start
+                found.append(True)
+            return out
+
+        found: list[bool] = []
+        rows = _each(rows, scrub, "pii", "private data (data.pii.action = drop)", tally)
+        tally.pii_texts += len(found)
     start = time.perf_counter()
     keys = [key_text(text, messages) for _, text, messages, _, _ in rows]
     chars = [len(k) for k in keys]
@@ -275,11 +269,50 @@ def to_dataset(rows: list[dict]) -> Dataset:
     return Dataset(pa.table({f.name: pa.array([row[f.name] for row in rows], type=f.type) for f in fields}))
 
 
+class Scratch:
+    """The pipeline's scratch folder. Selections are written out as new Arrow files a batch at a time:
+    a `datasets` selection (an indices mapping) would gather row by row on every later column read."""
+
+    def __init__(self, folder: Path):
+        self.folder, self.files = folder, 0
+
+    def take(self, rows: Dataset, indices) -> Dataset:
+        indices = np.asarray(indices, dtype=np.int64)
+        if len(indices) == len(rows) and np.array_equal(indices, np.arange(len(rows))):
+            return rows
+        table = rows.data.table
+        self.files += 1
+        out = self.folder / f"take-{self.files}.arrow"
+        with pa.OSFile(str(out), "wb") as sink, pa.ipc.new_stream(sink, table.schema) as writer:
+            for start in range(0, len(indices), 1 << 16):
+                writer.write_table(table.take(pa.array(indices[start : start + (1 << 16)])))
+        return Dataset.from_file(str(out), in_memory=False)
+
+
 def hashes(rows: Dataset) -> np.ndarray:
     """The rows' dedup hashes (respecting a selection: `rows.data` would be the whole table)."""
     if not len(rows):
         return np.zeros(0, dtype=np.uint64)
-    return np.asarray(rows.with_format("numpy")["hash"], dtype=np.uint64)
+    return column(rows, "hash").astype(np.uint64, copy=False)
+
+
+def values(rows: Dataset, name: str) -> list:
+    """One column as a list, through Arrow."""
+    return rows.with_format("arrow")[name].to_pylist() if len(rows) else []
+
+
+def column(rows: Dataset, name: str) -> np.ndarray:
+    """One column as numpy through Arrow (a numpy-formatted column would be built row by row)."""
+    return rows.with_format("arrow")[name].to_numpy()
+
+
+def keys(rows: Dataset):
+    """What near-duplicate detection and leakage compare, per row: the text column as Arrow (no Python
+    object per row; dedup normalises it) when rows are texts, else each conversation's turns."""
+    arrow = rows.with_format("arrow")
+    if arrow["messages"].null_count == len(rows):
+        return arrow["text"].combine_chunks()  # a selection comes back in many small chunks
+    return [row_key(row) for row in rows]
 
 
 def row_key(row: dict) -> str:

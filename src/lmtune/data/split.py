@@ -15,20 +15,22 @@ import numpy as np
 import xxhash
 from sklearn.model_selection import train_test_split
 
+from lmtune.data.dedup import mix64
 from lmtune.errors import LmtuneError
-
-SCALE = float(2**64)
 
 
 def unit(hashes: np.ndarray, groups: list | None, seed: int) -> np.ndarray:
     """A stable number in [0, 1) per row: from its group's name when there are groups, else its hash."""
-    salt = f"{seed}:".encode()
     if groups is not None:
         cache: dict = {}
-        values = [cache.setdefault(g, xxhash.xxh3_64_intdigest(salt + str(g).encode())) for g in groups]
-    else:
-        values = [xxhash.xxh3_64_intdigest(salt + int(h).to_bytes(8, "little")) for h in hashes]
-    return np.array(values, dtype=np.uint64).astype(np.float64) / SCALE
+        hashes = np.array(
+            [cache.setdefault(g, xxhash.xxh3_64_intdigest(str(g).encode())) for g in groups], dtype=np.uint64
+        )
+    salt = np.uint64(xxhash.xxh3_64_intdigest(f"split seed {seed}".encode()))
+    with np.errstate(over="ignore"):
+        return (mix64(np.asarray(hashes, dtype=np.uint64) ^ salt) >> np.uint64(11)).astype(
+            np.float64
+        ) / 2.0**53
 
 
 def assign(
