@@ -67,6 +67,14 @@ def summary(report: dict, kind: str) -> str:
     for split, kinds in report["duplicates"].items():
         for name, d in kinds.items():
             lines.append(f"{name} duplicates removed ({split}): {d['removed']}")
+    leak = report.get("leakage")
+    if leak:
+        found = ", ".join(f"{n} {f['exact']} exact + {f['near']} near" for n, f in leak["found"].items())
+        lines.append(
+            f"held-out rows with a copy in train: {found or 'none'}; {leak['removed_from_train']} removed from train"
+        )
+        if leak["leaks"]:
+            lines.append("WARNING: the leaking copies stay in train (data.leakage.remove_from_train is off)")
     pii = report["pii"]
     if pii["action"] != "off":
         hits = ", ".join(f"{t} {n}" for t, n in pii["hits"].items()) or "none"

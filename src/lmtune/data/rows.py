@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 from datasets import Dataset
+from tqdm.auto import tqdm
 
 from lmtune.data import formats
 from lmtune.data.clean import normalise_label
@@ -229,7 +230,8 @@ def read_split(
     tally = Tally()
     fmt = "labelled" if spec.kind == "labelled" else detect(paths, options, spec)
     records: Iterator[Record] = (record for path in paths for record in _tracked(path, options, tally))
-    with pa.OSFile(str(out), "wb") as sink, pa.ipc.new_stream(sink, SCHEMA) as writer:
+    bar = tqdm(desc=f"data: {out.stem}", unit=" rows", unit_scale=True, leave=False, disable=None)
+    with bar, pa.OSFile(str(out), "wb") as sink, pa.ipc.new_stream(sink, SCHEMA) as writer:
         while True:
             start = time.perf_counter()
             chunk = list(islice(records, BATCH))
@@ -248,6 +250,7 @@ def read_split(
             tally.seconds["read"] += time.perf_counter() - start
             columns = _process(converted, steps, tally)
             writer.write_batch(pa.RecordBatch.from_pydict(columns, schema=SCHEMA))
+            bar.update(len(chunk))
     return Dataset.from_file(str(out), in_memory=False), fmt, tally
 
 
