@@ -424,3 +424,14 @@ def test_balance_by_weights(tmp_path):
         assert row["weight"] == pytest.approx(len(train) / (len(counts) * counts[row["label"]]))
     with pytest.raises(LmtuneError, match="'synonym' needs a lexicon"):
         labelled(write_csv(tmp_path / "s.csv", rows), augment={"ops": ["synonym"]})
+
+
+def test_inspect_a_bundled_dataset(capsys):
+    assert main(["data", "inspect", "bundled:drug-reviews", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert [s["rows_in"] for s in report["steps"] if s["step"] == "read + validate"] == [600, 379]
+    assert report["bad_rows"]["count"] == 0 and set(report["splits"]["train"]["labels"]) == {
+        "negative",
+        "neutral",
+        "positive",
+    }

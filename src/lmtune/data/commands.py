@@ -28,16 +28,20 @@ def _kind(paths: list[Path], options: ReadOptions, text: str, label: str) -> str
 
 
 def inspect(files: list[str], *, model: str | None, near: bool, **data) -> tuple[dict, str]:
-    """The data report of files as they are: all bad rows listed (on_error skip), no split, no leakage."""
-    raw = {"data": {**{k: v for k, v in data.items() if v is not None}, "train": files, "on_error": "skip"}}
+    """The data report of files as they are: all bad rows listed (on_error skip), no split, no leakage.
+    A bundled dataset (`bundled:tweets`) is read with its own settings."""
+    bundled = len(files) == 1 and files[0].startswith(assets.PREFIX)
+    train = files[0] if bundled else files
+    raw = {"data": {**{k: v for k, v in data.items() if v is not None}, "train": train, "on_error": "skip"}}
     raw["data"]["split"] = {"validation": 0.0, "test": 0.0}
     raw["data"]["leakage"] = {"check": False}
     raw["data"]["dedup"] = {"near": near}
     config = validate(raw, "lmtune data inspect")
     d = config.data
-    paths = expand(files, "FILE")
-    options = ReadOptions(d.encoding, d.separator, d.quoting, d.columns)
-    kind = _kind(paths, options, d.text_column or "text", d.label_column or "label")
+    kind = "labelled"  # the bundled datasets are labelled texts
+    if not bundled:
+        options = ReadOptions(d.encoding, d.separator, d.quoting, d.columns)
+        kind = _kind(expand(files, "FILE"), options, d.text_column or "text", d.label_column or "label")
     tokenizer = load_tokenizer(assets.resolve_model(model)) if model else None
     result = prepare_data(config, kind, tokenizer, require_test=False)
     return result.report, kind
