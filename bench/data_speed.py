@@ -28,9 +28,11 @@ Timings depend on the load from other processes: the load average is printed wit
 from __future__ import annotations
 
 import argparse
+import atexit
 import json
 import os
 import resource
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -226,6 +228,8 @@ def main() -> None:
     disable_progress_bars()
     print(f"cores: {os.cpu_count()}  load average at start (1, 5, 15 min): {os.getloadavg()}")
     work = args.workdir or Path(tempfile.mkdtemp(prefix="lmtune-data-speed-"))
+    if not args.workdir:  # a generated 1M-row file is ~100 MB, its JSONL copies more: never left behind
+        atexit.register(shutil.rmtree, work, True)
     start = time.perf_counter()
     data = Dataset.from_generator(
         generate, gen_kwargs={"rows": args.rows}, cache_dir=str(work / "hf"), fingerprint=f"rows{args.rows}"

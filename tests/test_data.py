@@ -143,16 +143,55 @@ def test_fail_stops_at_the_first_bad_row_and_prepare_writes_nothing(tmp_path, ca
     with pytest.raises(LmtuneError) as caught:
         labelled(path, labels=["pos", "neg"])
     assert str(caught.value) == f"{path}:{first_line}: {reason} (data.on_error = skip drops such rows)"
+    good = write_csv(tmp_path / "good.csv", synthetic_rows(60))
     out = tmp_path / "prepared"
-    out.mkdir()
-    (out / "train.jsonl").write_text("earlier output\n")
-    cfg = tmp_path / "run.yaml"
-    cfg.write_text(json.dumps({"data": {"train": str(path), "labels": ["pos", "neg"]}}))
-    assert main(["data", "prepare", str(cfg), "--out", str(out), "--overwrite"]) == 2
+    for name, train in (("good", good), ("bad", path)):
+        (tmp_path / f"{name}.yaml").write_text(
+            json.dumps({"data": {"train": str(train), "labels": ["pos", "neg"]}})
+        )
+    assert main(["data", "prepare", str(tmp_path / "good.yaml"), "--out", str(out)]) == 0
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    capsys.readouterr()
+    assert main(["data", "prepare", str(tmp_path / "bad.yaml"), "--out", str(out), "--overwrite"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith(f"lmtune: error: {path}:{first_line}: missing field")
-    assert (out / "train.jsonl").read_text() == "earlier output\n"
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["mixed.jsonl", "prepared", "run.yaml"]
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before  # the earlier output, untouched
+    assert not (tmp_path / "prepared.partial").exists()
+
+
+def test_prepare_never_replaces_what_it_did_not_write(tmp_path, capsys):
+    cfg = tmp_path / "run.yaml"
+    cfg.write_text(json.dumps({"data": {"train": str(write_csv(tmp_path / "d.csv", synthetic_rows(60)))}}))
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("important")
+    assert main(["data", "prepare", str(cfg), "--out", str(mine), "--overwrite"]) == 2
+    assert "is not an lmtune data folder" in capsys.readouterr().err
+    assert (mine / "notes.txt").read_text() == "important"
+    (tmp_path / "afile").write_text("hi")
+    assert main(["data", "prepare", str(cfg), "--out", str(tmp_path / "afile"), "--overwrite"]) == 2
+    assert "is a file" in capsys.readouterr().err and not (tmp_path / "afile.partial").exists()
+
+
+def test_step_counts_add_up_with_files_for_every_split(tmp_path):
+    train = write_csv(tmp_path / "train.csv", synthetic_rows(60))
+    validation = write_csv(
+        tmp_path / "val.csv", [*synthetic_rows(10, seed=4), ("never seen in training", "odd")]
+    )
+    result = labelled(train, validation=str(validation), on_error="skip")
+    report = result.report
+    cut = next(s for s in report["steps"] if s["step"] == "split")
+    for split in ("train", "validation"):  # validation comes from its own file: the cut does not touch it
+        steps = [s for s in report["steps"] if s["split"] == split or (s is cut and split == "train")]
+        count = steps[0]["rows_in"]
+        for step in steps:
+            assert step["rows_in"] == count, (split, step)
+            count = step["rows"][split] if step is cut else step["rows_out"]
+        assert count == len(result.splits[split])
+    last = [s for s in report["steps"] if s["split"] == "validation"][-1]
+    assert last["step"] == "unknown labels" and last["rows_out"] == len(result.splits["validation"])
+    assert cut["rows_out"] == cut["rows"]["train"] + cut["rows"]["test"]
+    assert report["bad_rows"]["by_kind"] == {"unknown label": 1}
 
 
 def test_csv_bad_rows_and_headerless_files(tmp_path):
@@ -359,6 +398,7 @@ def test_data_prepare_writes_splits_and_report(tmp_path, capsys):
     assert sorted(p.name for p in out.iterdir()) == [
         "data_report.html",
         "data_report.json",
+        "lmtune_data.json",
         "test.jsonl",
         "train.jsonl",
         "validation.jsonl",

@@ -157,6 +157,8 @@ def cmd_data_inspect(args) -> int:
     print(json.dumps(report, indent=2, ensure_ascii=False) if args.json else commands.summary(report, kind))
     if args.report:
         out = Path(args.report)
+        if out.exists() and not out.is_dir():
+            raise LmtuneError(f"--report '{out}' is a file; give a folder")
         out.mkdir(parents=True, exist_ok=True)
         (out / "data_report.json").write_text(json.dumps(report, indent=2, ensure_ascii=False))
         from lmtune.config import validate

@@ -99,6 +99,11 @@ class PiiConfig(Section):
         description="countries whose national phone formats count; numbers written with + always do",
     )
 
+    @field_validator("action", mode="before")
+    @classmethod
+    def _yaml_off(cls, value):
+        return "off" if value is False else value  # YAML reads a bare `off` as false
+
 
 class LeakageConfig(Section):
     check: bool = Field(True, description="look for validation/test rows that are also in train")

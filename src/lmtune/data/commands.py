@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from itertools import islice
 from pathlib import Path
 
 from lmtune import assets
@@ -19,12 +20,12 @@ from lmtune.models.load import load_tokenizer
 OUTPUT_KEYS = ("text", "label", "group", "where", "origin", "fold", "weight")
 
 
-def _kind(paths: list[Path], options: ReadOptions, text: str, label: str) -> str:
-    """labelled when the first readable record has the text and label columns, else generative."""
-    for record, _, problem in iter_records(paths[0], options):
-        if problem is None:
-            return "labelled" if text in record and label in record else "generative"
-    return "labelled"
+def _kind(paths: list[Path], options: ReadOptions, label: str) -> str:
+    """labelled when any of the first readable records has the label column (the others are then
+    reported as missing it), else generative."""
+    head = islice(iter_records(paths[0], options), 200)
+    records = [record for record, _, problem in head if problem is None]
+    return "labelled" if not records or any(label in record for record in records) else "generative"
 
 
 def inspect(files: list[str], *, model: str | None, near: bool, **data) -> tuple[dict, str]:
@@ -41,9 +42,9 @@ def inspect(files: list[str], *, model: str | None, near: bool, **data) -> tuple
     kind = "labelled"  # the bundled datasets are labelled texts
     if not bundled:
         options = ReadOptions(d.encoding, d.separator, d.quoting, d.columns)
-        kind = _kind(expand(files, "FILE"), options, d.text_column or "text", d.label_column or "label")
+        kind = _kind(expand(files, "FILE"), options, d.label_column or "label")
     tokenizer = load_tokenizer(assets.resolve_model(model)) if model else None
-    result = prepare_data(config, kind, tokenizer, require_test=False)
+    result = prepare_data(config, kind, tokenizer, require_test=False, allow_empty=True)
     return result.report, kind
 
 
@@ -115,11 +116,25 @@ def _row(row: dict) -> dict:
     return out
 
 
+MARKER = "lmtune_data.json"  # what makes a folder one that `data prepare --overwrite` may replace
+
+
+def check_output(out: Path, overwrite: bool) -> Path:
+    """Refuse what must not be replaced, before any work: a file, a folder lmtune did not write."""
+    out = out.resolve()
+    if out.exists() and not out.is_dir():
+        raise LmtuneError(f"--out '{out}' is a file; give a folder")
+    if out.exists() and not overwrite:
+        raise LmtuneError(f"'{out}' exists; pass --overwrite to replace it")
+    if out.exists() and not (out / MARKER).is_file():
+        raise LmtuneError(f"'{out}' exists and is not an lmtune data folder; lmtune will not replace it")
+    return out
+
+
 def prepare(config: RunConfig, out: Path, overwrite: bool) -> PreparedData:
     """Run the pipeline and write train/validation/test.jsonl, data_report.json and data_report.html into
     `out`, built beside it and renamed in, so a failure leaves an earlier output untouched."""
-    if out.exists() and not overwrite:
-        raise LmtuneError(f"'{out}' exists; pass --overwrite to replace it")
+    out = check_output(out, overwrite)
     from lmtune.tasks import TASK_KINDS
 
     kind = TASK_KINDS[config.task]
@@ -128,15 +143,20 @@ def prepare(config: RunConfig, out: Path, overwrite: bool) -> PreparedData:
     partial = out.with_name(out.name + ".partial")
     shutil.rmtree(partial, ignore_errors=True)
     partial.mkdir(parents=True)
-    for name, rows in result.splits.items():
-        with open(partial / f"{name}.jsonl", "w", encoding="utf-8") as handle:
-            for batch in rows.iter(batch_size=10_000):  # bounded memory, however many rows
-                for values in zip(*batch.values(), strict=True):
-                    row = _row(dict(zip(batch, values, strict=True)))
-                    handle.write(json.dumps(row, ensure_ascii=False) + "\n")
-    (partial / "data_report.json").write_text(json.dumps(result.report, indent=2, ensure_ascii=False))
-    write_html(partial / "data_report.html", result.report, f"lmtune data: {config.output.name}", config)
-    if out.exists():
-        shutil.rmtree(out)
-    partial.rename(out)
+    try:
+        for name, rows in result.splits.items():
+            with open(partial / f"{name}.jsonl", "w", encoding="utf-8") as handle:
+                for batch in rows.iter(batch_size=10_000):  # bounded memory, however many rows
+                    for values in zip(*batch.values(), strict=True):
+                        row = _row(dict(zip(batch, values, strict=True)))
+                        handle.write(json.dumps(row, ensure_ascii=False) + "\n")
+        (partial / "data_report.json").write_text(json.dumps(result.report, indent=2, ensure_ascii=False))
+        write_html(partial / "data_report.html", result.report, f"lmtune data: {config.output.name}", config)
+        (partial / MARKER).write_text(json.dumps({"task": config.task, "name": config.output.name}))
+        if out.exists():
+            shutil.rmtree(out)
+        partial.rename(out)
+    except BaseException:
+        shutil.rmtree(partial, ignore_errors=True)
+        raise
     return result

@@ -76,8 +76,12 @@ def expand(spec: str | list[str], key: str) -> list[Path]:
 
 
 def _codec(encoding: str) -> str:
-    name = codecs.lookup(encoding).name if encoding != "auto" else "auto"
-    return "utf-8-sig" if name == "utf-8" else name  # spreadsheets save "CSV UTF-8" with a byte-order mark
+    if encoding == "auto":
+        return "auto"
+    info = codecs.lookup(encoding)
+    if not getattr(info, "_is_text_encoding", True):  # rot13, base64, hex: bytes-to-bytes, not text
+        raise LookupError(encoding)
+    return "utf-8-sig" if info.name == "utf-8" else info.name  # spreadsheets save "CSV UTF-8" with a BOM
 
 
 def detect_encoding(path: Path, encoding: str = "auto") -> tuple[str, str | None, bool]:
@@ -192,7 +196,8 @@ def _table(handle, path: Path, options: ReadOptions, separator: str) -> Iterator
     header = options.columns
     try:
         if header is None:
-            header = [name.strip().lstrip("\ufeff") for name in next(reader, [])]
+            first = next((row for row in reader if any(value.strip() for value in row)), [])
+            header = [name.strip().lstrip("\ufeff") for name in first]
         start = reader.line_num + 1
         for values in reader:
             where, start = f"{path}:{start}", reader.line_num + 1
@@ -269,7 +274,10 @@ def source(path: Path, options: ReadOptions) -> Source:
         return Source(path, "parquet", None)
     codec, warning, damaged = detect_encoding(path, options.encoding)
     if suffix in JSON_SUFFIXES:
-        kind = "jsonl" if suffix != ".json" or _looks_like_jsonl(path, codec) else "json"
+        try:
+            kind = "jsonl" if suffix != ".json" or _looks_like_jsonl(path, codec) else "json"
+        except UnicodeError as exc:
+            raise LmtuneError(f"{path}: cannot be read as {codec} ({exc}); set data.encoding") from None
     elif suffix in TABLE_SEPARATORS or options.separator is not None or options.columns is not None:
         kind = "table"
     else:
@@ -286,6 +294,13 @@ def iter_records(path: Path, options: ReadOptions, src: Source | None = None) ->
     if src.kind == "saved":
         yield from _saved(path)
         return
+    try:
+        yield from _text_records(path, options, src)
+    except UnicodeError as exc:  # e.g. utf-16 without a byte-order mark
+        raise LmtuneError(f"{path}: cannot be read as {src.encoding} ({exc}); set data.encoding") from None
+
+
+def _text_records(path: Path, options: ReadOptions, src: Source) -> Iterator[Record]:
     # newline="" keeps "\r" inside quoted CSV fields and lets csv count physical lines
     with open(path, encoding=src.encoding, errors="surrogateescape", newline="") as handle:
         if src.kind == "json":

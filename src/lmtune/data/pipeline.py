@@ -142,6 +142,7 @@ def prepare_data(
     inputs: dict[str, Input] | None = None,
     *,
     require_test: bool = True,
+    allow_empty: bool = False,
 ) -> PreparedData:
     """Run the whole pipeline on the run's data; `kind` is "labelled" (classify) or "generative"."""
     d = config.data
@@ -156,7 +157,7 @@ def prepare_data(
             rows, fmt_, tally = read_split(
                 source.paths,
                 source.options,
-                _spec(config, kind, source),
+                _spec(config, kind, source, groups=name == "train"),  # groups matter where splits are cut
                 steps,
                 report.bad_row_policy(name),
                 work / f"{name}.arrow",
@@ -174,7 +175,7 @@ def prepare_data(
             splits = _unknown_labels(splits, report, scratch)
         if d.max_train_rows and d.max_train_rows < len(splits["train"]):
             splits["train"] = _subsample(splits["train"], d.max_train_rows, d.split.seed, report, scratch)
-        if not len(splits["train"]) or (require_test and not len(splits["test"])):
+        if (not len(splits["train"]) and not allow_empty) or (require_test and not len(splits["test"])):
             empty = "train" if not len(splits["train"]) else "test"
             raise LmtuneError(f"data: no usable {empty} rows left (see the data steps: {report.summary()})")
         if _augments(config):  # small data by nature (models write the new rows): plain lists
@@ -257,10 +258,16 @@ def _split(
             result[name] = scratch.take(train, np.flatnonzero(assignment == code))
     for name in wanted:
         result.setdefault(name, scratch.take(train, []))
+    for name, fraction in cut.items():
+        if not len(result[name]):
+            raise LmtuneError(
+                f"data.split.{name} = {fraction:g} of {len(train)} rows gave an empty split (the hash split "
+                "places rows by chance); use more rows, a larger fraction or data.split.method: stratified"
+            )
     report.step(
         "split",
         len(train),
-        sum(len(result[n]) for n in SPLITS),
+        sum(len(result[n]) for n in ["train", *cut]),
         time.perf_counter() - start,
         method=s.method if cut else "files",
         rows={n: len(result[n]) for n in SPLITS},
@@ -287,6 +294,7 @@ def _unknown_labels(splits: dict[str, Dataset], report: DataReport, scratch: Scr
             )
         if unknown:
             splits[name] = scratch.take(rows, np.setdiff1d(np.arange(len(rows)), unknown))
+            report.step("unknown labels", len(rows), len(splits[name]), 0.0, name)
     return splits
 
 

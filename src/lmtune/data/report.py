@@ -5,6 +5,7 @@ sections of report.html (or a page of its own for `lmtune data prepare`)."""
 from __future__ import annotations
 
 import html
+import sys
 from collections import Counter
 
 import numpy as np
@@ -117,7 +118,8 @@ class DataReport:
         if leaks:
             counts = ", ".join(f"{n}: {f['exact']} exact + {f['near']} near" for n, f in findings.items())
             print(
-                f"lmtune: WARNING: held-out rows leak into train ({counts}); data.leakage.remove_from_train is off"
+                f"lmtune: WARNING: held-out rows leak into train ({counts}); data.leakage.remove_from_train is off",
+                file=sys.stderr,
             )
 
     def split_stats(self, name: str, stats: dict) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import re
+import sys
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -47,6 +48,7 @@ REASON_KINDS = [
     ("malformed JSON", re.compile(r"malformed JSON")),
     ("wrong field count", re.compile(r"fields where")),
     ("missing field", re.compile(r"^missing field|has no ")),
+    ("empty label", re.compile(r"^empty label")),
     ("empty text", re.compile(r"^empty ")),
     ("unknown label", re.compile(r"^unknown label|never occurs in the training")),
     ("wrong type", re.compile(r"must be |expected a JSON object")),
@@ -258,7 +260,7 @@ def _tracked(path: Path, options: ReadOptions, tally: Tally) -> Iterator[Record]
     src = source(path, options)
     tally.sources.append(src)
     if src.warning:
-        print(f"lmtune: warning: {src.warning}")
+        print(f"lmtune: warning: {src.warning}", file=sys.stderr)
     yield from iter_records(path, options, src)
 
 

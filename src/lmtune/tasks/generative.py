@@ -296,11 +296,11 @@ def evaluate_run(run_dir: Path, data: str | None, read_examples, encode_split) -
     run = load_run(run_dir)
     config = run.config
     if data is None:
-        items = read_examples(config)[0]["test"]  # same files, same seed: the same test split
+        items = read_examples(config, run.tokenizer)[0]["test"]  # same files and seed: the same test split
     else:
         items = [
             Example(json.loads(row["messages"]) if row["messages"] else None, row["text"], row["where"])
-            for row in read_file(config, data, "generative")
+            for row in read_file(config, data, "generative", run.tokenizer)
         ]
     encoded = encode_split(config, run.tokenizer, items, {})
     result = score(config, run.model, run.tokenizer, run.stop, encoded, "eval")
