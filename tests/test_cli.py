@@ -66,6 +66,18 @@ def test_eval_reproduces_test_metrics_and_scores_other_files(finished_run, tmp_p
         "unknown.csv:2: label 'maybe' is unknown to this model; its labels: neg, pos"
         in capsys.readouterr().err
     )
+    semicolons = write_csv(
+        tmp_path / "semi.txt", synthetic_rows(20, seed=6), header=("t", "l"), delimiter=";"
+    )
+    reader = ["--text-column", "t", "--label-column", "l"]
+    assert main(["eval", str(run_dir), "--data", str(semicolons), *reader, "--separator", ";"]) == 0
+    capsys.readouterr()
+    assert main(["eval", str(run_dir), "--data", str(semicolons), *reader, "--separator", "||"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert (
+        err
+        == "lmtune: error: eval --data options: data.separator = '||': must be one character (e.g. ',', ';', '|') or 'tab'"
+    )
 
 
 def test_predict_texts_and_file(finished_run, tmp_path, capsys):

@@ -180,6 +180,14 @@ def cmd_data_prepare(args) -> int:
     return 0
 
 
+def _reader_arguments(parser: argparse.ArgumentParser) -> None:
+    """How to read a data file named on the command line (the data.* keys of a config)."""
+    parser.add_argument("--text-column")
+    parser.add_argument("--label-column")
+    parser.add_argument("--separator", help="column separator, e.g. ';' or tab (default from the suffix)")
+    parser.add_argument("--encoding", help="default auto: UTF-8, else cp1252/latin-1 with a warning")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="lmtune",
@@ -205,10 +213,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate = verbs.add_parser("eval", help="score a finished run on its test split or on --data FILE")
     evaluate.add_argument("run_dir")
     evaluate.add_argument("--data", help="labelled file (CSV/TSV/JSON/JSONL); default: the run's test split")
-    evaluate.add_argument("--text-column")
-    evaluate.add_argument("--label-column")
-    evaluate.add_argument("--separator", help="column separator of --data (default from its suffix)")
-    evaluate.add_argument("--encoding", help="text encoding of --data (default utf-8)")
+    _reader_arguments(evaluate)
     evaluate.add_argument("--output", help="also write the metrics to this JSON file")
     evaluate.set_defaults(func=cmd_eval)
 
@@ -240,11 +245,8 @@ def build_parser() -> argparse.ArgumentParser:
     inspect.add_argument(
         "files", nargs="+", metavar="FILE", help="files, folders saved by datasets, or globs"
     )
-    inspect.add_argument("--separator", help="column separator, e.g. ';' or tab (default from the suffix)")
+    _reader_arguments(inspect)
     inspect.add_argument("--columns", help="column names of a file without a header, e.g. text,label")
-    inspect.add_argument("--text-column")
-    inspect.add_argument("--label-column")
-    inspect.add_argument("--encoding", help="default auto: UTF-8, else cp1252/latin-1 with a warning")
     inspect.add_argument("--format", help="generative record format (default: detected)")
     inspect.add_argument("--model", help="count tokens with this model's tokenizer, e.g. bundled:minilm")
     inspect.add_argument("--near", action="store_true", help="also find near-duplicates (MinHash)")

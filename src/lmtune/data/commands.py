@@ -10,14 +10,13 @@ from pathlib import Path
 
 from lmtune import assets
 from lmtune.config import RunConfig, dump_config, validate
-from lmtune.data.load import ReadOptions, expand, iter_records
-from lmtune.data.pipeline import PreparedData, prepare_data
+from lmtune.data.load import ReadOptions, iter_records
+from lmtune.data.pipeline import PreparedData, plan, prepare_data
 from lmtune.data.report import data_sections
+from lmtune.data.rows import write_jsonl
 from lmtune.errors import LmtuneError
 from lmtune.evaluate.report import write_report
 from lmtune.models.load import load_tokenizer
-
-OUTPUT_KEYS = ("text", "label", "group", "where", "origin", "fold", "weight")
 
 
 def _kind(paths: list[Path], options: ReadOptions, label: str) -> str:
@@ -38,13 +37,11 @@ def inspect(files: list[str], *, model: str | None, near: bool, **data) -> tuple
     raw["data"]["leakage"] = {"check": False}
     raw["data"]["dedup"] = {"near": near}
     config = validate(raw, "lmtune data inspect")
-    d = config.data
-    kind = "labelled"  # the bundled datasets are labelled texts
-    if not bundled:
-        options = ReadOptions(d.encoding, d.separator, d.quoting, d.columns)
-        kind = _kind(expand(files, "FILE"), options, d.label_column or "label")
+    inputs = plan(config)
+    source = inputs["train"]
+    kind = _kind(source.paths, source.options, source.label_column)
     tokenizer = load_tokenizer(assets.resolve_model(model)) if model else None
-    result = prepare_data(config, kind, tokenizer, require_test=False, allow_empty=True)
+    result = prepare_data(config, kind, tokenizer, inputs, require_test=False, allow_empty=True)
     return result.report, kind
 
 
@@ -109,13 +106,6 @@ def write_html(path: Path, report: dict, title: str, config: RunConfig) -> None:
     )
 
 
-def _row(row: dict) -> dict:
-    out = {k: row[k] for k in OUTPUT_KEYS if row.get(k) is not None}
-    if row.get("messages"):
-        out = {"messages": json.loads(row["messages"]), **out}
-    return out
-
-
 MARKER = "lmtune_data.json"  # what makes a folder one that `data prepare --overwrite` may replace
 
 
@@ -145,11 +135,7 @@ def prepare(config: RunConfig, out: Path, overwrite: bool) -> PreparedData:
     partial.mkdir(parents=True)
     try:
         for name, rows in result.splits.items():
-            with open(partial / f"{name}.jsonl", "w", encoding="utf-8") as handle:
-                for batch in rows.iter(batch_size=10_000):  # bounded memory, however many rows
-                    for values in zip(*batch.values(), strict=True):
-                        row = _row(dict(zip(batch, values, strict=True)))
-                        handle.write(json.dumps(row, ensure_ascii=False) + "\n")
+            write_jsonl(rows, partial / f"{name}.jsonl")
         (partial / "data_report.json").write_text(json.dumps(result.report, indent=2, ensure_ascii=False))
         write_html(partial / "data_report.html", result.report, f"lmtune data: {config.output.name}", config)
         (partial / MARKER).write_text(json.dumps({"task": config.task, "name": config.output.name}))

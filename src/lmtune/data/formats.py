@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from lmtune.data.load import ReadOptions, iter_records
+from lmtune.data.load import ReadOptions, iter_records, kind_of
 from lmtune.errors import LmtuneError
 
 FORMATS: tuple[str, ...] = ("alpaca", "messages", "sharegpt", "prompt_completion", "text")
@@ -57,12 +57,6 @@ class Examples:
 
 class Bad(Exception):
     """A problem with one record: reported as (where, reason) under the on_error policy."""
-
-
-def kind_of(value: Any) -> str:
-    """JSON's name for a value's type, which is what users see in their files."""
-    names = {str: "a string", bool: "a boolean", int: "a number", float: "a number", list: "a list"}
-    return "null" if value is None else names.get(type(value), "an object")
 
 
 def _describe(fmt: str) -> str:

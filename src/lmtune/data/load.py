@@ -134,7 +134,8 @@ def _bad_bytes(record: Record, codec: str) -> Record:
     return None, where, f"byte 0x{ord(found) - 0xDC00:02x} is not valid {name}; {hint}"
 
 
-def _kind(value: Any) -> str:
+def kind_of(value: Any) -> str:
+    """JSON's name for a value's type, which is what users see in their files."""
     names = {str: "a string", bool: "a boolean", int: "a number", float: "a number", list: "a list"}
     return "null" if value is None else names.get(type(value), "an object")
 
@@ -142,7 +143,7 @@ def _kind(value: Any) -> str:
 def _object(value: Any, where: str) -> Record:
     if isinstance(value, dict):
         return value, where, None
-    return None, where, f"expected a JSON object, got {_kind(value)}"
+    return None, where, f"expected a JSON object, got {kind_of(value)}"
 
 
 def _jsonl(handle, path: Path) -> Iterator[Record]:

@@ -14,6 +14,7 @@ import shutil
 import tempfile
 import time
 from collections import Counter
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -93,11 +94,11 @@ def _columns(config: RunConfig) -> tuple[str, str]:
     )
 
 
-def file_input(config: RunConfig, path: str, key: str = "--data") -> Input:
+def file_input(config: RunConfig, path: str) -> Input:
     """A file read like a user file of this run: same columns and reader keys."""
     d = config.data
     return Input(
-        expand(path, key), ReadOptions(d.encoding, d.separator, d.quoting, d.columns), *_columns(config)
+        expand(path, "--data"), ReadOptions(d.encoding, d.separator, d.quoting, d.columns), *_columns(config)
     )
 
 
@@ -149,9 +150,7 @@ def prepare_data(
     inputs = inputs or plan(config)
     report = DataReport(config)
     steps = _steps(config, tokenizer)
-    work = Path(tempfile.mkdtemp(prefix="lmtune-data-"))
-    scratch = Scratch(work)
-    try:
+    with scratch_folder() as scratch:
         loaded, fmt = {}, "labelled"
         for name, source in inputs.items():
             rows, fmt_, tally = read_split(
@@ -160,7 +159,7 @@ def prepare_data(
                 _spec(config, kind, source, groups=name == "train"),  # groups matter where splits are cut
                 steps,
                 report.bad_row_policy(name),
-                work / f"{name}.arrow",
+                scratch.folder / f"{name}.arrow",
             )
             if name == "train":
                 fmt = fmt_
@@ -185,33 +184,36 @@ def prepare_data(
         for name, rows in splits.items():
             report.split_stats(name, split_stats(rows, kind))
         return PreparedData(splits, report.finish(), fmt)
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
 
 
-def read_file(
-    config: RunConfig, path: str, kind: str, tokenizer=None, inputs: Input | None = None
-) -> list[dict]:
+def read_file(config: RunConfig, path: str, kind: str, tokenizer=None) -> list[dict]:
     """One file read, cleaned and scrubbed like the run's own data (no dedup, split or augmentation):
     what `lmtune eval --data` scores on."""
-    source = inputs or file_input(config, path)
+    source = file_input(config, path)
     spec = _spec(config, kind, source, groups=False)
     report = DataReport(config)
-    work = Path(tempfile.mkdtemp(prefix="lmtune-data-"))
-    try:
+    with scratch_folder() as scratch:
         rows, _, _ = read_split(
             source.paths,
             source.options,
             spec,
             _steps(config, tokenizer),
             report.bad_row_policy("test"),
-            work / "file.arrow",
+            scratch.folder / "file.arrow",
         )
         if not len(rows):
             raise LmtuneError(f"{path}: no usable rows")
         return rows.to_list()
+
+
+@contextmanager
+def scratch_folder():
+    """A Scratch in a temporary folder, removed however the block ends: a failed run leaves nothing."""
+    folder = Path(tempfile.mkdtemp(prefix="lmtune-data-"))
+    try:
+        yield Scratch(folder)
     finally:
-        shutil.rmtree(work, ignore_errors=True)
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def _deduplicate(
@@ -225,9 +227,11 @@ def _deduplicate(
         start = time.perf_counter()
         found = hashes(rows)
         keep = dedup.first_copies(found)
-        _, first, inverse = np.unique(found, return_index=True, return_inverse=True)
         dropped = np.flatnonzero(~keep)
-        pairs = [(int(first[inverse[i]]), int(i), 1.0) for i in dropped[: report.EXAMPLES]]
+        shown = dropped[: report.EXAMPLES]
+        pairs = [
+            (int(k), int(i), 1.0) for k, i in zip(dedup.cross_exact(found, found[shown]), shown, strict=True)
+        ]
         report.duplicates(name, "exact", rows, pairs, len(dropped), time.perf_counter() - start)
         rows = scratch.take(rows, np.flatnonzero(keep))
     if c.near and len(rows) > 1:

@@ -294,6 +294,28 @@ class Scratch:
         return Dataset.from_file(str(out), in_memory=False)
 
 
+OUTPUT_KEYS = ("text", "label", "group", "where", "origin", "fold", "weight")
+
+
+def write_jsonl(rows: Dataset, path: Path) -> None:
+    """Prepared rows as JSONL a batch at a time (bounded memory): a conversation as its messages, and
+    the row's other set fields; such a file reads back as training data."""
+    with open(path, "w", encoding="utf-8") as handle:
+        for batch in rows.iter(batch_size=10_000):
+            for values in zip(*batch.values(), strict=True):
+                row = dict(zip(batch, values, strict=True))
+                out = {k: row[k] for k in OUTPUT_KEYS if row.get(k) is not None}
+                if row.get("messages"):
+                    out = {"messages": json.loads(row["messages"]), **out}
+                handle.write(json.dumps(out, ensure_ascii=False) + "\n")
+
+
+def to_example(row: dict) -> formats.Example:
+    """A stored row as the recipes' canonical example."""
+    messages = json.loads(row["messages"]) if row["messages"] else None
+    return formats.Example(messages, row["text"], row["where"])
+
+
 def hashes(rows: Dataset) -> np.ndarray:
     """The rows' dedup hashes (respecting a selection: `rows.data` would be the whole table)."""
     if not len(rows):

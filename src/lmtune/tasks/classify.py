@@ -18,9 +18,10 @@ from sklearn.linear_model import LogisticRegression
 from transformers import DataCollatorWithPadding, set_seed
 
 from lmtune import assets
-from lmtune.config import RunConfig, dump_config, load_config
-from lmtune.data.pipeline import file_input, plan, prepare_data, read_file
+from lmtune.config import RunConfig, dump_config, load_config, validate
+from lmtune.data.pipeline import plan, prepare_data, read_file
 from lmtune.data.report import data_sections
+from lmtune.data.rows import write_jsonl
 from lmtune.errors import LmtuneError
 from lmtune.evaluate.metrics import classification_metrics, headline
 from lmtune.evaluate.report import classification_sections, write_report
@@ -180,14 +181,7 @@ def _compute_metrics(labels: list[str]):
 def _save_splits(prepared: Prepared, folder: Path) -> None:
     folder.mkdir(exist_ok=True)
     for name, rows in prepared.saved.items():
-        with open(folder / f"{name}.jsonl", "w", encoding="utf-8") as out:
-            for row in rows:
-                kept = {
-                    k: row[k]
-                    for k in ("text", "label", "where", "origin", "group", "fold", "weight")
-                    if k in row
-                }
-                out.write(json.dumps(kept, ensure_ascii=False) + "\n")
+        write_jsonl(rows, folder / f"{name}.jsonl")
 
 
 def train(config: RunConfig, prepared: Prepared, run_dir: Path, resume: bool = False) -> dict:
@@ -325,18 +319,11 @@ def evaluate(run_dir: Path, data: str | None = None, **reader: str | None) -> di
         saved = run_dir / "data" / "test.jsonl"
         rows = Rows.of([json.loads(line) for line in saved.read_text(encoding="utf-8").splitlines() if line])
     else:
-        source = file_input(config, data)
-        if reader.get("text_column"):
-            source.text_column = reader["text_column"]
-        if reader.get("label_column"):
-            source.label_column = reader["label_column"]
-        if reader.get("separator"):
-            source.options.separator = {"tab": "\t", "\\t": "\t"}.get(
-                reader["separator"], reader["separator"]
-            )
-        if reader.get("encoding"):
-            source.options.encoding = reader["encoding"]
-        rows = Rows.of(read_file(config, data, "labelled", tokenizer, source))
+        overrides = {key: value for key, value in reader.items() if value}
+        if overrides:  # checked like the same data.* keys of a config: one line naming what is wrong
+            raw = config.model_dump(mode="json")
+            config = validate({**raw, "data": {**raw["data"], **overrides}}, "eval --data options")
+        rows = Rows.of(read_file(config, data, "labelled", tokenizer))
     known = set(labels)
     for label, where in zip(rows.labels, rows.where, strict=True):
         if label not in known:

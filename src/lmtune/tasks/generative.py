@@ -17,6 +17,7 @@ from lmtune.data.batches import Encoded, as_dataset, collate
 from lmtune.data.formats import Example
 from lmtune.data.pipeline import prepare_data, read_file
 from lmtune.data.report import data_sections
+from lmtune.data.rows import to_example
 from lmtune.errors import LmtuneError
 from lmtune.evaluate.generation import score
 from lmtune.evaluate.report import generation_sections, write_report
@@ -76,13 +77,7 @@ def read_examples(config: RunConfig, tokenizer=None) -> tuple[dict[str, list[Exa
             f"data.train = {d.train!r}: the bundled datasets are for classify; give a JSON/JSONL/CSV/Parquet/TXT file"
         )
     data = prepare_data(config, "generative", tokenizer)
-    splits = {
-        name: [
-            Example(json.loads(row["messages"]) if row["messages"] else None, row["text"], row["where"])
-            for row in rows
-        ]
-        for name, rows in data.splits.items()
-    }
+    splits = {name: [to_example(row) for row in rows] for name, rows in data.splits.items()}
     return splits, data.format, data.report
 
 
@@ -298,10 +293,7 @@ def evaluate_run(run_dir: Path, data: str | None, read_examples, encode_split) -
     if data is None:
         items = read_examples(config, run.tokenizer)[0]["test"]  # same files and seed: the same test split
     else:
-        items = [
-            Example(json.loads(row["messages"]) if row["messages"] else None, row["text"], row["where"])
-            for row in read_file(config, data, "generative", run.tokenizer)
-        ]
+        items = [to_example(row) for row in read_file(config, data, "generative", run.tokenizer)]
     encoded = encode_split(config, run.tokenizer, items, {})
     result = score(config, run.model, run.tokenizer, run.stop, encoded, "eval")
     result.pop("answers", None)
