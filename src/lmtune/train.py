@@ -163,11 +163,12 @@ def build_trainer(
     compute_metrics,
     language_model: bool = False,
     class_weights: list[float] | None = None,
+    callbacks: tuple = (),
 ) -> Trainer:
     has_validation = eval_dataset is not None and len(eval_dataset) > 0
     precision = resolve_precision(config.training.precision, count_parameters(model)[1])
     args = training_arguments(config, run_dir, has_validation, len(train_dataset), precision)
-    callbacks = [TensorBoardCallback(tb_writer=SummaryWriter(log_dir=str(run_dir / "tb")))]
+    callbacks = [TensorBoardCallback(tb_writer=SummaryWriter(log_dir=str(run_dir / "tb"))), *callbacks]
     stopping = config.training.early_stopping
     if has_validation and stopping.patience:
         callbacks.append(

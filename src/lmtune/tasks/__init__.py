@@ -1,7 +1,7 @@
 """Task recipes, one module each, registered by name.
 
 A recipe module provides `prepare(config)` (read and validate everything, no side effects),
-`train(config, prepared, run_dir, resume)`, `evaluate(run_dir, data)` and `predict(run_dir, texts)`.
+`train(config, prepared, run_dir, resume, callbacks)`, `evaluate(run_dir, data)` and `predict(run_dir, texts)`.
 """
 
 from __future__ import annotations

@@ -184,8 +184,12 @@ def _save_splits(prepared: Prepared, folder: Path) -> None:
         write_jsonl(rows, folder / f"{name}.jsonl")
 
 
-def train(config: RunConfig, prepared: Prepared, run_dir: Path, resume: bool = False) -> dict:
-    """Baselines, fine-tune, test, save model + metrics + report into run_dir; return metrics."""
+def train(
+    config: RunConfig, prepared: Prepared, run_dir: Path, resume: bool = False, callbacks: tuple = ()
+) -> dict:
+    """Baselines, fine-tune, test, save model + metrics + report into run_dir; return metrics.
+
+    `callbacks`: extra TrainerCallbacks (a search prunes trials through one)."""
     check_resumable(run_dir, config, resume)
     (run_dir / "config.yaml").write_text(dump_config(config))
     _save_splits(prepared, run_dir / "data")
@@ -223,6 +227,7 @@ def train(config: RunConfig, prepared: Prepared, run_dir: Path, resume: bool = F
         collator=DataCollatorWithPadding(tokenizer),
         compute_metrics=_compute_metrics(labels),
         class_weights=_class_weights(prepared.train, labels),
+        callbacks=callbacks,
     )
     history = fit(trainer, run_dir, resume)
     model = trainer.model

@@ -113,7 +113,9 @@ def encode_and_load(
 # ------------------------------------------------------------------------------ training
 
 
-def train(config: RunConfig, prepared: Prepared, run_dir: Path, resume: bool, train_rows) -> dict:
+def train(
+    config: RunConfig, prepared: Prepared, run_dir: Path, resume: bool, train_rows, callbacks: tuple = ()
+) -> dict:
     """Base scores, fine-tune, tuned scores; save model, metrics, generations and the report.
 
     `train_rows(config, prepared, model)` gives the recipe's training rows and a packing note."""
@@ -152,6 +154,7 @@ def train(config: RunConfig, prepared: Prepared, run_dir: Path, resume: bool, tr
         collator=collate(tokenizer.pad_token_id),
         compute_metrics=None,
         language_model=True,
+        callbacks=callbacks,
     )
     history = fit(trainer, run_dir, resume)
     model = trainer.model

@@ -78,9 +78,11 @@ def prepare(config: RunConfig) -> Prepared:
     return Prepared(model_path, tokenizer, model, stop, splits, report, template=None, format="chat")
 
 
-def train(config: RunConfig, prepared: Prepared, run_dir: Path, resume: bool = False) -> dict:
+def train(
+    config: RunConfig, prepared: Prepared, run_dir: Path, resume: bool = False, callbacks: tuple = ()
+) -> dict:
     return generative.train(
-        config, prepared, run_dir, resume, lambda c, p, m: (as_dataset(p.splits["train"]), "off")
+        config, prepared, run_dir, resume, lambda c, p, m: (as_dataset(p.splits["train"]), "off"), callbacks
     )
 
 

@@ -124,8 +124,10 @@ def train_rows(config: RunConfig, prepared, model) -> tuple[Dataset, str]:
     return rows, note
 
 
-def train(config: RunConfig, prepared: Prepared, run_dir: Path, resume: bool = False) -> dict:
-    return generative.train(config, prepared, run_dir, resume, train_rows)
+def train(
+    config: RunConfig, prepared: Prepared, run_dir: Path, resume: bool = False, callbacks: tuple = ()
+) -> dict:
+    return generative.train(config, prepared, run_dir, resume, train_rows, callbacks)
 
 
 # --------------------------------------------------------------------------- using a run
