@@ -61,3 +61,35 @@ def labelled_loss(model, inputs: dict) -> tuple[torch.Tensor, torch.Tensor]:
 
 def _token_loss(head, hidden: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     return F.cross_entropy(head(hidden).float(), targets, reduction="sum")
+
+
+def row_losses(model, inputs: dict) -> tuple[torch.Tensor, torch.Tensor]:
+    """(sum of token losses, labelled tokens) per row of a batch: what labelled_loss sums, kept per
+    example so that held-out loss and perplexity get bootstrap intervals over the examples."""
+    inputs = dict(inputs)
+    labels = inputs.pop("labels")
+    peft_config = getattr(model, "peft_config", None)
+    if peft_config and any(c.is_prompt_learning for c in peft_config.values()):
+        # virtual tokens change the sequence the wrapper scores: it scores one row at a time
+        rows = [
+            labelled_loss(
+                model, {**{k: v[i : i + 1] for k, v in inputs.items()}, "labels": labels[i : i + 1]}
+            )
+            for i in range(len(labels))
+        ]
+        return torch.stack([s.float() for s, _ in rows]), torch.stack([n for _, n in rows])
+    encoder_decoder = model.config.is_encoder_decoder
+    targets = labels if encoder_decoder else labels[:, 1:]
+    keep = targets.ne(-100)
+    inner = None if encoder_decoder else _causal_lm(model)
+    if inner is None:  # the model's own logits (T5 builds its decoder inputs from the labels)
+        logits = model(**inputs, labels=labels).logits
+        logits = logits if encoder_decoder else logits[:, :-1]
+        losses = F.cross_entropy(logits[keep].float(), targets[keep], reduction="none")
+    else:
+        hidden = getattr(inner, inner.base_model_prefix)(**inputs, use_cache=False).last_hidden_state[:, :-1]
+        head, hidden, flat = inner.get_output_embeddings(), hidden[keep], targets[keep]
+        chunks = zip(hidden.split(CHUNK), flat.split(CHUNK), strict=True)
+        losses = torch.cat([F.cross_entropy(head(h).float(), t, reduction="none") for h, t in chunks])
+    sums = torch.zeros(len(labels), dtype=torch.float32, device=losses.device)
+    return sums.index_add_(0, keep.nonzero()[:, 0], losses), keep.sum(1)
