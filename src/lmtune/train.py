@@ -15,13 +15,14 @@ from pathlib import Path
 import torch
 from torch.optim.lr_scheduler import LambdaLR
 from torch.utils.tensorboard import SummaryWriter
-from transformers import EarlyStoppingCallback, Trainer, TrainingArguments
+from transformers import EarlyStoppingCallback, PrinterCallback, ProgressCallback, Trainer, TrainingArguments
 from transformers.integrations import TensorBoardCallback
 
 from lmtune.config import RunConfig
 from lmtune.errors import LmtuneError
 from lmtune.models.loss import labelled_loss
 from lmtune.models.methods import count_parameters
+from lmtune.monitor import LiveView, Monitor, divergence_error, tracker_callbacks
 from lmtune.runs import last_complete_checkpoint
 
 # On a GPU a small model is bound by kernel launches, and autocast's extra cast kernels cost more
@@ -49,6 +50,21 @@ def resolve_precision(requested: str, n_parameters: int | None = None) -> str:
     return "bf16" if has_bf16 else "fp32"
 
 
+def check_setup(config: RunConfig) -> None:
+    """What the machine must offer this run, checked before any data is read or directory created: the
+    precision, and the trackers of training.report_to (only a run needs them; eval/predict of the run
+    on another machine do not)."""
+    import importlib.util
+
+    resolve_precision(config.training.precision)
+    missing = [name for name in config.training.report_to if importlib.util.find_spec(name) is None]
+    if missing:
+        raise LmtuneError(
+            f"training.report_to = {config.training.report_to}: {', '.join(missing)} not installed "
+            f"(pip install {' '.join(missing)}); allowed without extra packages: tensorboard"
+        )
+
+
 def inference_precision(config: RunConfig, model) -> str:
     """The precision to score or generate with; a run trained in fp16 on a GPU still runs on a CPU."""
     requested = config.training.precision
@@ -58,8 +74,9 @@ def inference_precision(config: RunConfig, model) -> str:
 
 
 class LmtuneTrainer(Trainer):
-    """Trainer plus two things it lacks: a step LR schedule (linear warmup, then multiply by gamma
-    every N steps) and, for language models, the loss computed on labelled positions only."""
+    """Trainer plus what it lacks: a step LR schedule (linear warmup, then multiply by gamma every N
+    steps), for language models the loss computed on labelled positions only, and a stop at the first
+    non-finite loss."""
 
     def __init__(
         self,
@@ -88,6 +105,15 @@ class LmtuneTrainer(Trainer):
         self.loss_is_scaled_for_ga = num_items_in_batch is not None
         loss = total / (num_items_in_batch if num_items_in_batch is not None else count.clamp(min=1))
         return (loss, {"loss": loss}) if return_outputs else loss
+
+    def training_step(self, model, inputs, num_items_in_batch=None):
+        """Stop at the first NaN/inf loss, before the optimizer step: no poisoned weights and no
+        checkpoint after it. One isfinite on the loss already computed; the Trainer syncs on the same
+        value each step anyway (logging_nan_inf_filter)."""
+        loss = super().training_step(model, inputs, num_items_in_batch)
+        if not torch.isfinite(loss):
+            raise divergence_error(self.args, self.state.global_step + 1, loss.item())
+        return loss
 
     def create_scheduler(self, num_training_steps: int, optimizer=None):
         if self._step_schedule is None:
@@ -143,7 +169,8 @@ def training_arguments(
         greater_is_better=metric != "loss",
         logging_steps=t.logging_steps,
         logging_first_step=True,
-        report_to="none",
+        report_to="none",  # trackers are added by build_trainer, after the Monitor that feeds them
+        include_num_input_tokens_seen="non_padding",  # tokens/s in the logs
         dataloader_num_workers=0,
         dataloader_pin_memory=torch.cuda.is_available(),
         disable_tqdm=False,
@@ -168,7 +195,10 @@ def build_trainer(
     has_validation = eval_dataset is not None and len(eval_dataset) > 0
     precision = resolve_precision(config.training.precision, count_parameters(model)[1])
     args = training_arguments(config, run_dir, has_validation, len(train_dataset), precision)
-    callbacks = [TensorBoardCallback(tb_writer=SummaryWriter(log_dir=str(run_dir / "tb"))), *callbacks]
+    trackers = tracker_callbacks(config.training.report_to, run_dir)
+    if "tensorboard" in config.training.report_to:
+        trackers.insert(0, TensorBoardCallback(tb_writer=SummaryWriter(log_dir=str(run_dir / "tb"))))
+    callbacks = [Monitor(), *trackers, *callbacks]  # Monitor first: it adds to the logs the others read
     stopping = config.training.early_stopping
     if has_validation and stopping.patience:
         callbacks.append(
@@ -177,7 +207,7 @@ def build_trainer(
             )
         )
     t = config.training
-    return LmtuneTrainer(
+    trainer = LmtuneTrainer(
         model=model,
         args=args,
         train_dataset=train_dataset,
@@ -190,6 +220,10 @@ def build_trainer(
         labelled_loss=language_model,
         class_weights=class_weights,
     )
+    for default in (ProgressCallback, PrinterCallback):  # raw dict lines; LiveView replaces them
+        trainer.remove_callback(default)
+    trainer.add_callback(LiveView())
+    return trainer
 
 
 def fit(trainer: Trainer, run_dir: Path, resume: bool) -> list[dict]:
@@ -199,7 +233,9 @@ def fit(trainer: Trainer, run_dir: Path, resume: bool) -> list[dict]:
         checkpoint = last_complete_checkpoint(run_dir)
         if checkpoint is None:
             raise LmtuneError(f"--resume: no checkpoint in {run_dir / 'checkpoints'}; start without --resume")
-    trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
-    history = trainer.state.log_history
-    (run_dir / "history.json").write_text(json.dumps(history, indent=1))
+    try:
+        trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
+    finally:  # a diverged or interrupted run keeps its history too, for diagnosis
+        history = trainer.state.log_history
+        (run_dir / "history.json").write_text(json.dumps(history, indent=1))
     return history
