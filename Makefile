@@ -5,7 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.lmtune-installed
 
-.PHONY: setup quickstart test lint bench clean
+.PHONY: setup quickstart test lint bench clean chromium
 
 $(STAMP): pyproject.toml requirements-assets.txt constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -26,7 +26,18 @@ lint: setup
 	$(BIN)/ruff format --check src tests bench
 
 test: lint
+	@command -v chromium >/dev/null || [ -n "$$LMTUNE_CHROMIUM" ] || $(MAKE) --no-print-directory chromium
 	$(BIN)/python -m pytest -q tests
+
+# tests/test_report_browser.py opens report.html in headless Chromium; CI runs as root and gets it here.
+# Elsewhere the browser tests skip, saying why.
+chromium:
+	@if [ "$$(id -u)" != 0 ] || ! command -v apt-get >/dev/null; then \
+		echo "chromium not installed (needs root and apt-get: apt-get install chromium): the report browser tests will be skipped"; \
+	else \
+		export DEBIAN_FRONTEND=noninteractive; \
+		apt-get install -y -q chromium || { apt-get update -q && apt-get install -y -q chromium; }; \
+	fi
 
 bench: setup
 	$(BIN)/python -m pip install -q -c constraints.txt -e '.[bench]'  # trl, the peer of sft_speed.py
