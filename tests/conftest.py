@@ -239,3 +239,26 @@ def tiny_sft_config(model_dir: Path, data_path: Path, out: Path, **sections) -> 
     for section, values in sections.items():
         raw.setdefault(section, {}).update(values)
     return raw
+
+
+@pytest.fixture(scope="session")
+def cv_run(tiny_model_dir, tmp_path_factory):
+    """A finished 3-fold cross-validation (`lmtune train` with training.cv_folds: 3) on 120 rows:
+    (run directory, data file, what the command printed). Shared by test_cv and the browser tests."""
+    import contextlib
+    import io
+
+    import yaml
+
+    from lmtune.cli import main
+
+    tmp = tmp_path_factory.mktemp("cv")
+    data = write_csv(tmp / "reviews.csv", synthetic_rows(120))
+    config = tmp / "cv.yaml"
+    raw = tiny_config(tiny_model_dir("bert"), data, tmp / "runs", training={"cv_folds": 3, "epochs": 1})
+    raw["evaluation"]["baselines"] = []  # the tuned model is what cross-validation summarises
+    config.write_text(yaml.safe_dump(raw))
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        assert main(["train", str(config)]) == 0
+    return tmp / "runs" / "run", data, printed.getvalue()

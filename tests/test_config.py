@@ -53,6 +53,23 @@ def test_bad_values_name_key_value_and_allowed(tmp_path, raw, expected):
     assert message.startswith(str(tmp_path / "run.yaml"))
 
 
+def test_evaluation_metrics_are_checked_against_the_tasks_kinds(tmp_path):
+    """classify takes classification metrics; sft takes generation and language-model ones."""
+    assert load_config(write(tmp_path, {})).evaluation.metrics is None
+    chosen = load_config(write(tmp_path, {"evaluation": {"metrics": ["mcc", "roc_auc"]}}))
+    assert chosen.evaluation.metrics == ["mcc", "roc_auc"]
+    sft = {"task": "sft", "evaluation": {"metrics": ["chrf", "perplexity"]}}
+    assert load_config(write(tmp_path, sft)).evaluation.metrics == ["chrf", "perplexity"]
+    for raw, bad in (({"metrics": ["f1_macro", "f2"]}, "f2"), ({"metrics": ["bleu"]}, "bleu")):
+        with pytest.raises(LmtuneError) as error:
+            load_config(write(tmp_path, {"evaluation": raw}))
+        message = str(error.value)
+        assert f"evaluation.metrics: unknown metric '{bad}'; allowed: accuracy, precision_macro" in message
+        assert "mcc" in message and "\n" not in message
+    with pytest.raises(LmtuneError, match="unknown metric 'accuracy'; allowed: rouge1, .*perplexity$"):
+        load_config(write(tmp_path, {"task": "sft", "evaluation": {"metrics": ["accuracy"]}}))
+
+
 def test_overrides_apply_with_yaml_types(tmp_path):
     config = load_config(
         write(tmp_path, {}),

@@ -25,12 +25,22 @@ COLUMNS = [
 
 
 def format_table(results: dict[str, dict]) -> str:
+    """Headline scores per model, each with its 95% bootstrap interval when the result has one."""
     first = next(iter(results.values()))
     columns = next(c for c in COLUMNS if c[0] in first)
     columns = [c for c in columns if all(c in r for r in results.values())]
-    width = max(12, *(len(c) + 2 for c in columns))
-    lines = [f"{'model':<8}" + "".join(f"{m:>{width}}" for m in columns)]
-    lines += [f"{name:<8}" + "".join(f"{r[m]:>{width}.4f}" for m in columns) for name, r in results.items()]
+
+    def cell(result: dict, metric: str) -> str:
+        low_high = result.get("ci", {}).get(metric)
+        return f"{result[metric]:.4f}" + (f" [{low_high[0]:.3f}, {low_high[1]:.3f}]" if low_high else "")
+
+    cells = {name: [cell(r, m) for m in columns] for name, r in results.items()}
+    width = max(12, *(len(c) + 2 for c in columns), *(len(c) + 2 for row in cells.values() for c in row))
+    name_width = max(8, *(len(name) + 2 for name in results))
+    lines = [f"{'model':<{name_width}}" + "".join(f"{m:>{width}}" for m in columns)]
+    lines += [f"{name:<{name_width}}" + "".join(f"{c:>{width}}" for c in row) for name, row in cells.items()]
+    if any("ci" in r for r in results.values()):
+        lines.append("[low, high]: 95% bootstrap confidence interval")
     return "\n".join(lines)
 
 
@@ -45,6 +55,12 @@ def _train(config, *, resume: bool, overwrite: bool) -> int:
     from lmtune.runs import final_dir, open_run
     from lmtune.tasks import recipe
 
+    if config.training.cv_folds:  # k runs in one directory: folds/fold-N, cv_metrics.json, report.html
+        from lmtune.cv import cross_validate, format_summary
+
+        print("\n" + format_summary(cross_validate(config, resume=resume, overwrite=overwrite)))
+        print(f"\nrun directory: {final_dir(config)}\nreport: {final_dir(config) / 'report.html'}")
+        return 0
     task = recipe(config.task)
     prepared = task.prepare(config)
     with open_run(config, resume=resume, overwrite=overwrite) as run_dir:
@@ -53,6 +69,14 @@ def _train(config, *, resume: bool, overwrite: bool) -> int:
     print(format_table(metrics["test"]))
     print(f"\nrun directory: {final_dir(config)}\nreport: {final_dir(config) / 'report.html'}")
     return 0
+
+
+def cmd_tune(args) -> int:
+    from lmtune.config import load_config
+    from lmtune.tune import tune
+
+    config = load_config(args.config, args.set)
+    return tune(config, args.config, workers=args.workers, overwrite=args.overwrite)
 
 
 def cmd_quickstart(args) -> int:
@@ -90,6 +114,36 @@ def cmd_eval(args) -> int:
     if args.output:
         Path(args.output).parent.mkdir(parents=True, exist_ok=True)
         Path(args.output).write_text(json.dumps(metrics, indent=2))
+    return 0
+
+
+def cmd_compare(args) -> int:
+    from lmtune.evaluate import compare, predictions
+
+    run_dirs = [Path(p) for p in args.run_dirs]
+    tasks = {run_dir: _task_of(run_dir) for run_dir in run_dirs}  # each must be a finished run
+    reader = {
+        "text_column": args.text_column,
+        "label_column": args.label_column,
+        "separator": args.separator,
+        "encoding": args.encoding,
+    }
+
+    def scorer(run_dir: Path, with_base: bool) -> dict:
+        if args.data is None:
+            return predictions.load(run_dir)
+        return tasks[run_dir].predictions_on(run_dir, args.data, base=with_base, **reader)
+
+    names = [m.strip() for m in args.metrics.split(",") if m.strip()] if args.metrics else None
+    entries = compare.gather(run_dirs, scorer, base=not args.no_base)
+    result = compare.compare(entries, names, args.reference)
+    print(compare.summary(result))
+    out = (
+        Path(args.out)
+        if args.out
+        else run_dirs[0].parent / ("compare-" + "-vs-".join(r.name for r in run_dirs))
+    )
+    print(f"\nreport: {compare.write(result, out)}")
     return 0
 
 
@@ -217,6 +271,24 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--output", help="also write the metrics to this JSON file")
     evaluate.set_defaults(func=cmd_eval)
 
+    compare = verbs.add_parser(
+        "compare", help="runs (and the untuned base) side by side: scores with 95%% CIs, paired tests, plots"
+    )
+    compare.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
+    compare.add_argument(
+        "--data", help="score every run on this file now (default: their saved test predictions)"
+    )
+    _reader_arguments(compare)
+    compare.add_argument(
+        "--metrics", help="comma-separated metric names (default: accuracy,f1_macro / perplexity,rougeL)"
+    )
+    compare.add_argument(
+        "--reference", help="the model every other is tested against (default: the first run)"
+    )
+    compare.add_argument("--no-base", action="store_true", help="leave out the first run's untuned base")
+    compare.add_argument("--out", help="folder for compare.html/json (default: beside the first run)")
+    compare.set_defaults(func=cmd_compare)
+
     predict = verbs.add_parser("predict", help="label texts (classify) or answer prompts (sft, seq2seq)")
     predict.add_argument("run_dir")
     predict.add_argument("texts", nargs="*", metavar="TEXT")
@@ -265,6 +337,19 @@ def build_parser() -> argparse.ArgumentParser:
     )
     quickstart.add_argument("--set", **overrides)
     quickstart.set_defaults(func=cmd_quickstart)
+
+    tune = verbs.add_parser(
+        "tune", help="hyper-parameter search (Optuna) over the keys its search: section names"
+    )
+    tune.add_argument("config", help="run config (YAML) with a search: section")
+    tune.add_argument("--set", **overrides)
+    tune.add_argument(
+        "--workers", type=int, default=1, help="worker processes sharing the study (each cores // N threads)"
+    )
+    tune.add_argument(
+        "--overwrite", action="store_true", help="discard an existing search of the same name and start again"
+    )
+    tune.set_defaults(func=cmd_tune)
     return parser
 
 

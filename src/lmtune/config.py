@@ -50,6 +50,12 @@ class SplitConfig(Section):
     folds: int | None = Field(
         None, ge=2, le=100, description="also assign training rows to k folds (hash-stable, group-aware)"
     )
+    fold: int | None = Field(
+        None,
+        ge=0,
+        description="validate on fold i (0..folds-1) of the training rows, train on the other folds; "
+        "split.validation is then not cut (training.cv_folds sets this per fold)",
+    )
 
     @model_validator(mode="after")
     def _fractions_leave_training_rows(self) -> SplitConfig:
@@ -272,6 +278,25 @@ class TrainingConfig(Section):
     logging_steps: int = Field(10, ge=1)
     save_total_limit: int = Field(2, ge=1, description="checkpoints kept (the best is always kept)")
     early_stopping: EarlyStoppingConfig = EarlyStoppingConfig()
+    report_to: list[Literal["tensorboard", "mlflow", "wandb"]] = Field(
+        ["tensorboard"],
+        description="experiment trackers: tensorboard (<run>/tb); mlflow (file:<run>/mlruns unless "
+        "MLFLOW_TRACKING_URI is set); wandb (offline unless WANDB_MODE is set); [] for none",
+    )
+    cv_folds: int | None = Field(
+        None,
+        ge=2,
+        le=20,
+        description="cross-validation: k models, each validated on one fold of the training rows (the test "
+        "split stays the same); reports mean ± std; the run holds folds/fold-1 … fold-k",
+    )
+
+    @field_validator("report_to")
+    @classmethod
+    def _trackers_once(cls, value: list[str]) -> list[str]:
+        return list(
+            dict.fromkeys(value)
+        )  # that they are installed is checked when a run starts (train.check_setup)
 
 
 class GenerationConfig(Section):
@@ -290,6 +315,34 @@ class GenerationConfig(Section):
     batch_size: int = Field(16, ge=1)
 
 
+class ReferenceConfig(Section):
+    """A dataset of an ability the model had before tuning, scored before and after (forgetting check)."""
+
+    data: str | list[str] = Field(
+        description="bundled:<name>, a file, a folder saved by datasets, a glob, or a list of them"
+    )
+    kind: Literal["auto", "perplexity", "probe"] = Field(
+        "auto",
+        description="perplexity: language-model perplexity (sft, seq2seq); probe: cross-validated logistic "
+        "regression on the frozen body's mean-pooled embeddings, needs labels (classify, sft); "
+        "auto: probe for classify, perplexity otherwise",
+    )
+    name: str | None = Field(None, description="shown in the report; default: the file stem")
+    text_column: str | None = Field(None, description="default: the bundled dataset's, else 'text'")
+    label_column: str | None = Field(None, description="probe: default the bundled dataset's, else 'label'")
+    separator: str | None = Field(None, description="one character, or 'tab'; default from the file suffix")
+    columns: list[str] | None = Field(None, description="column names of a delimited file without a header")
+    max_rows: int = Field(500, ge=2, description="a seeded sample of this many rows keeps the check cheap")
+    threshold: float = Field(
+        0.10,
+        gt=0,
+        description="relative worsening flagged as catastrophic forgetting: 0.10 = perplexity up by more "
+        "than 10%, or probe accuracy down by more than 10% of its value before tuning",
+    )
+
+    _one_character = field_validator("separator")(DataConfig._one_character.__func__)
+
+
 class EvaluationConfig(Section):
     metric: str | None = Field(
         None, description="validation metric for early stopping and the best checkpoint; default per task"
@@ -297,7 +350,13 @@ class EvaluationConfig(Section):
     baselines: list[Literal["base", "probe"]] | None = Field(
         None, description="base: the untuned model; probe (classify): a linear probe on frozen embeddings"
     )
+    metrics: list[str] | None = Field(
+        None, description="extra metrics reported with 95% intervals; default: all of the task's kind"
+    )
     generation: GenerationConfig = GenerationConfig()
+    forgetting: list[ReferenceConfig] = Field(
+        [], description="reference datasets of the model's original abilities, scored before and after tuning"
+    )
 
 
 class ChatConfig(Section):
@@ -327,6 +386,41 @@ class OutputConfig(Section):
         return value
 
 
+class SearchConfig(Section):
+    """`lmtune tune`: a hyper-parameter search over dotted keys of this config (see lmtune.tune).
+
+    `lmtune train` ignores this section; the space itself is checked by `lmtune tune`, which can
+    name a bad dimension and its allowed values in one line."""
+
+    sampler: Literal["grid", "random", "tpe"] = Field(
+        "tpe", description="grid: every combination; random; tpe: Optuna's Bayesian sampler"
+    )
+    trials: int | None = Field(
+        None,
+        ge=1,
+        description="budget: COMPLETE + PRUNED trials, counted across resumes; default: the grid size "
+        "(grid), else 20 (or unlimited when timeout_min is set)",
+    )
+    timeout_min: float | None = Field(
+        None, gt=0, description="budget per invocation: no new trial starts after this many minutes"
+    )
+    seed: int = 0
+    pruning: Literal["median", "none"] = Field(
+        "median",
+        description="median: stop a trial whose validation score is worse than the median at that evaluation",
+    )
+    pruning_startup: int = Field(3, ge=0, description="completed trials before pruning starts")
+    storage: str | None = Field(
+        None,
+        description="Optuna storage URL; default sqlite:///<output.dir>/<output.name>/study.db; a "
+        "postgresql:// URL shares one study between machines",
+    )
+    space: dict[str, dict[str, Any]] = Field(
+        {},
+        description="dotted config key -> {type: float|int, low, high, log, step} or {type: categorical, choices}",
+    )
+
+
 class RunConfig(Section):
     task: str = Field("classify", description="a recipe from the task registry")
     model: ModelConfig = ModelConfig()
@@ -336,6 +430,7 @@ class RunConfig(Section):
     evaluation: EvaluationConfig = EvaluationConfig()
     chat: ChatConfig = ChatConfig()
     output: OutputConfig = OutputConfig()
+    search: SearchConfig | None = None
 
     @field_validator("task")
     @classmethod
@@ -363,6 +458,46 @@ class RunConfig(Section):
             raise ValueError(
                 f"evaluation.baselines: {unknown} not available for {self.task}; allowed: {', '.join(baselines)}"
             )
+        return self
+
+    @model_validator(mode="after")
+    def _known_metrics(self) -> RunConfig:
+        """evaluation.metrics: names from the metrics registry, of the kinds this task's evaluation scores."""
+        if self.evaluation.metrics is None:
+            return self
+        from lmtune.evaluate.metrics import names_for_task
+
+        allowed = names_for_task(self.task)
+        if unknown := [m for m in self.evaluation.metrics if m not in allowed]:
+            raise ValueError(
+                f"evaluation.metrics: unknown metric {unknown[0]!r}; allowed: {', '.join(allowed)}"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _folds_agree(self) -> RunConfig:
+        """Validation rows come from the folds (data.split.fold, training.cv_folds) or from a file, never both."""
+        s, k, validation = self.data.split, self.training.cv_folds, self.data.validation
+        if k is not None:
+            if validation is not None:
+                raise ValueError(
+                    f"training.cv_folds = {k} with data.validation = {validation!r}: cross-validation "
+                    "validates on folds of the training rows; remove data.validation or training.cv_folds"
+                )
+            if s.fold is not None or s.folds not in (None, k):
+                raise ValueError(
+                    f"training.cv_folds = {k} sets data.split.folds and data.split.fold itself; "
+                    "remove them (or drop training.cv_folds)"
+                )
+        elif s.fold is not None:
+            if s.folds is None or s.fold >= s.folds:
+                allowed = f"0..{s.folds - 1}" if s.folds else "set data.split.folds (≥ 2) first"
+                raise ValueError(f"data.split.fold = {s.fold}: no such fold; allowed: {allowed}")
+            if validation is not None:
+                raise ValueError(
+                    f"data.split.fold = {s.fold} with data.validation = {validation!r}: the validation "
+                    "split is either a fold or a file; remove one"
+                )
         return self
 
 
@@ -466,4 +601,6 @@ def load_config(path: str | Path | None, overrides: list[str] | None = None) -> 
 
 
 def dump_config(config: RunConfig) -> str:
-    return yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False)
+    # a run's config.yaml never carries an empty search section
+    exclude = {"search"} if config.search is None else None
+    return yaml.safe_dump(config.model_dump(mode="json", exclude=exclude), sort_keys=False)

@@ -145,15 +145,20 @@ def read_run(path: str | Path) -> dict:
     path = Path(path)
     if not path.is_dir():
         raise LmtuneError(f"run directory '{path}' does not exist")
-    if not (path / MARKER).is_file() or not (path / "model" / "lmtune_model.json").is_file():
-        raise LmtuneError(
-            f"'{path}' is not a finished lmtune run directory (no {MARKER} or model/lmtune_model.json)"
-        )
+    if not (path / MARKER).is_file():
+        raise LmtuneError(f"'{path}' is not a finished lmtune run directory (no {MARKER})")
     try:
         marker = json.loads((path / MARKER).read_text())
         marker["task"]  # noqa: B018 - presence check
     except (ValueError, KeyError, TypeError):
         raise LmtuneError(f"{path / MARKER}: unreadable run marker; the run directory is damaged") from None
+    if marker.get("cv_folds"):  # k models, none of them "the" model: each fold is a run of its own
+        k = marker["cv_folds"]
+        raise LmtuneError(
+            f"'{path}' is a cross-validation run of {k} models; use one of them: {path / 'folds'}/fold-N (N = 1..{k})"
+        )
+    if not (path / "model" / "lmtune_model.json").is_file():
+        raise LmtuneError(f"'{path}' is not a finished lmtune run directory (no model/lmtune_model.json)")
     return marker
 
 

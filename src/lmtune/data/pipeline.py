@@ -250,6 +250,8 @@ def _split(
     s = config.data.split
     train = loaded["train"]
     fractions = {"test": s.test, "validation": s.validation}  # test first: the order earlier runs cut in
+    if s.fold is not None:  # the validation split is a fold of the training rows, cut below
+        del fractions["validation"]
     wanted = {name: fraction for name, fraction in fractions.items() if name not in loaded}
     cut = {name: fraction for name, fraction in wanted.items() if fraction > 0}
     start = time.perf_counter()
@@ -260,6 +262,8 @@ def _split(
         assignment = split.assign(hashes(train), groups, labels, cut, s.seed, s.method)
         for name, code in [("train", 0), *[(n, i + 1) for i, n in enumerate(cut)]]:
             result[name] = scratch.take(train, np.flatnonzero(assignment == code))
+    if s.fold is not None:
+        result["train"], result["validation"] = _fold_out(result["train"], s.folds, s.fold, s.seed, scratch)
     for name in wanted:
         result.setdefault(name, scratch.take(train, []))
     for name, fraction in cut.items():
@@ -271,9 +275,10 @@ def _split(
     report.step(
         "split",
         len(train),
-        sum(len(result[n]) for n in ["train", *cut]),
+        sum(len(result[n]) for n in ["train", *cut, *(["validation"] if s.fold is not None else [])]),
         time.perf_counter() - start,
         method=s.method if cut else "files",
+        **({"validation_fold": f"{s.fold} of {s.folds}"} if s.fold is not None else {}),
         rows={n: len(result[n]) for n in SPLITS},
         cut=cut,
     )
@@ -313,9 +318,26 @@ def _subsample(rows: Dataset, n: int, seed: int, report: DataReport, scratch: Sc
     return scratch.take(rows, keep)
 
 
-def _with_folds(rows: Dataset, k: int, seed: int, report: DataReport) -> Dataset:
+def _fold_of(rows: Dataset, k: int, seed: int) -> np.ndarray:
     groups = values(rows, "group")
-    folds = split.folds(hashes(rows), groups if any(g is not None for g in groups) else None, k, seed)
+    return split.folds(hashes(rows), groups if any(g is not None for g in groups) else None, k, seed)
+
+
+def _fold_out(train: Dataset, k: int, fold: int, seed: int, scratch: Scratch) -> tuple[Dataset, Dataset]:
+    """data.split.fold: the rows of that fold validate, the other folds train (one fold of a
+    cross-validation); the folds are those `data.split.folds` marks, so copies and groups stay together."""
+    of = _fold_of(train, k, seed)
+    validation = scratch.take(train, np.flatnonzero(of == fold))
+    if not len(validation):
+        raise LmtuneError(
+            f"data.split.fold = {fold}: fold {fold} of {k} holds none of the {len(train)} training rows; "
+            "use fewer folds (data.split.folds, training.cv_folds) or more rows"
+        )
+    return scratch.take(train, np.flatnonzero(of != fold)), validation
+
+
+def _with_folds(rows: Dataset, k: int, seed: int, report: DataReport) -> Dataset:
+    folds = _fold_of(rows, k, seed)
     report.data["folds"] = dict(sorted(Counter(int(f) for f in folds).items()))
     return rows.add_column("fold", folds.tolist())
 

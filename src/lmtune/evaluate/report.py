@@ -12,10 +12,13 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+from lmtune.evaluate.diagnose import check  # noqa: E402
 from lmtune.evaluate.metrics import HEADLINE  # noqa: E402
 
+# classification scores the report's table shows (HEADLINE first)
+CLASSIFY = [*HEADLINE, "f1_weighted", "f1_micro", "mcc", "roc_auc"]
 # language-model scores, in the order tables show them
-SCORES = ["loss", "perplexity", "rougeL", "bleu", "exact_match", "stop_rate"]
+SCORES = ["loss", "perplexity", "rouge1", "rouge2", "rougeL", "bleu", "chrf", "exact_match", "stop_rate"]
 
 
 def png(fig) -> str:
@@ -70,7 +73,13 @@ def comparison_bars(results: dict[str, dict], scores: list[str]) -> str:
     fig, ax = plt.subplots(figsize=(8, 3.4))
     width = 0.8 / len(results)
     for k, (name, metrics) in enumerate(results.items()):
-        ax.bar([i + k * width for i in range(len(scores))], [metrics[s] for s in scores], width, label=name)
+        values = [metrics[s] for s in scores]
+        intervals = [metrics.get("ci", {}).get(s, (v, v)) for s, v in zip(scores, values, strict=True)]
+        errors = [
+            [v - lo for v, (lo, _) in zip(values, intervals, strict=True)],
+            [hi - v for v, (_, hi) in zip(values, intervals, strict=True)],
+        ]
+        ax.bar([i + k * width for i in range(len(scores))], values, width, yerr=errors, capsize=3, label=name)
     ax.set_xticks([i + width * (len(results) - 1) / 2 for i in range(len(scores))], scores)
     ax.set_ylim(0, 1)
     ax.legend()
@@ -82,15 +91,26 @@ def comparison_plot(results: dict[str, dict]) -> str:
     return comparison_bars(results, HEADLINE)
 
 
-def _table(results: dict[str, dict]) -> str:
-    head = "".join(f"<th>{m}</th>" for m in HEADLINE)
+def metrics_table(results: dict[str, dict], names: list[str]) -> str:
+    """One row per model: each score with its 95% bootstrap interval beneath it."""
+    names = [m for m in names if all(m in r for r in results.values())]
+    head = "".join(f"<th>{html.escape(m)}</th>" for m in names)
+
+    def cell(result: dict, metric: str) -> str:
+        value, low_high = result[metric], result.get("ci", {}).get(metric)
+        if value is None:
+            return "<td>–</td>"
+        interval = f"<br><small>[{low_high[0]:.3f}, {low_high[1]:.3f}]</small>" if low_high else ""
+        return f"<td>{value:.4f}{interval}</td>"
+
     rows = "".join(
-        f"<tr><td>{html.escape(name)}</td>"
-        + "".join(f"<td>{metrics[m]:.4f}</td>" for m in HEADLINE)
-        + "</tr>"
-        for name, metrics in results.items()
+        f"<tr><td>{html.escape(name)}</td>" + "".join(cell(r, m) for m in names) + "</tr>"
+        for name, r in results.items()
     )
-    return f"<table><tr><th>model</th>{head}</tr>{rows}</table>"
+    note = "<p><small>[low, high]: 95% bootstrap confidence interval over the test examples</small></p>"
+    return f"<table><tr><th>model</th>{head}</tr>{rows}</table>" + (
+        note if any("ci" in r for r in results.values()) else ""
+    )
 
 
 def _per_class(metrics: dict) -> str:
@@ -111,7 +131,9 @@ img{max-width:100%}.grid{display:flex;flex-wrap:wrap;gap:1em}pre{background:#f6f
 
 def classification_sections(results: dict[str, dict], labels: list[str]) -> list[tuple[str, str]]:
     """Before/after table and bars, per-class scores of the tuned model, confusion matrices."""
-    sections = [("Test metrics: before and after", _table(results) + comparison_plot(results))]
+    sections = [
+        ("Test metrics: before and after", metrics_table(results, CLASSIFY) + comparison_plot(results))
+    ]
     if "tuned" in results:
         sections.append(("Per-class scores (tuned)", _per_class(results["tuned"])))
     matrices = "".join(confusion_plot(m["confusion_matrix"], labels, name) for name, m in results.items())
@@ -130,6 +152,22 @@ def table(header: list[str], rows: list[list]) -> str:
     return f"<table><tr>{head}</tr>{body}</table>"
 
 
+def diagnosis_html(history: list[dict], metric: str, greater_is_better: bool, n_classes: int | None) -> str:
+    """Findings (evidence, what to change) first, then the checks that passed, with their numbers."""
+    result = check(history, metric=metric, greater_is_better=greater_is_better, n_classes=n_classes)
+    findings = "".join(
+        f"<li><b>{html.escape(f.kind)}</b>: {html.escape(f.evidence)}<br>try: {html.escape(f.suggestion)}</li>"
+        for f in result.findings
+    )
+    passed = "".join(f"<li>{html.escape(line)}</li>" for line in result.passed)
+    body = (
+        f"<ul class='findings'>{findings}</ul>"
+        if findings
+        else "<p>No problem found in the training logs.</p>"
+    )
+    return body + (f"<p>Checks passed:</p><ul>{passed}</ul>" if passed else "")
+
+
 def write_report(
     path: Path,
     *,
@@ -139,8 +177,12 @@ def write_report(
     history: list[dict],
     metric: str,
     config_text: str,
+    greater_is_better: bool | None = None,
+    n_classes: int | None = None,
 ) -> Path:
-    """Write report.html: run facts, the task's sections (heading, html), training curves, config."""
+    """Write report.html: run facts, the task's sections (heading, html), training curves and their
+    diagnosis, config. `greater_is_better` defaults to the Trainer's rule (only losses fall);
+    `n_classes` lets the diagnosis compare training loss with chance level."""
     facts_rows = "".join(
         f"<tr><td>{html.escape(k)}</td><td>{html.escape(str(v))}</td></tr>" for k, v in facts.items()
     )
@@ -154,6 +196,10 @@ def write_report(
         parts.append(f"<h2>{html.escape(heading)}</h2>{body}")
         if i == 0 and curves:  # the headline result first, then how training got there
             parts.append(f"<h2>Training curves</h2>{curves}")
+            better = (
+                greater_is_better if greater_is_better is not None else metric not in ("loss", "perplexity")
+            )
+            parts.append(f"<h2>Diagnosis</h2>{diagnosis_html(history, metric, better, n_classes)}")
     parts += ["<h2>Resolved config</h2>", f"<pre>{html.escape(config_text)}</pre>", "</body></html>"]
     path.write_text("".join(parts), encoding="utf-8")
     return path
@@ -163,8 +209,7 @@ def generation_sections(results, answers, test, data_report, config) -> list[tup
     """Base vs tuned scores and bars, sample answers side by side, and the records that were skipped."""
     names = list(results)
     shown = [s for s in SCORES if all(s in results[n] for n in names)]
-    rows = [[n] + [results[n][s] for s in shown] for n in names]
-    sections = [("Test metrics: before and after", table(["model", *shown], rows))]
+    sections = [("Test metrics: before and after", metrics_table(results, shown))]
     bars = [s for s in ("rougeL", "bleu", "exact_match", "stop_rate") if s in shown]
     if bars:
         sections[0] = (sections[0][0], sections[0][1] + comparison_bars(results, bars))

@@ -8,7 +8,7 @@ linear probe (logistic regression on the frozen body's mean-pooled embeddings): 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +23,7 @@ from lmtune.data.pipeline import plan, prepare_data, read_file
 from lmtune.data.report import data_sections
 from lmtune.data.rows import write_jsonl
 from lmtune.errors import LmtuneError
+from lmtune.evaluate import forgetting, predictions
 from lmtune.evaluate.metrics import classification_metrics, headline
 from lmtune.evaluate.report import classification_sections, write_report
 from lmtune.models.infer import forward_batches, logits_step, mean_pooled_step
@@ -30,7 +31,7 @@ from lmtune.models.load import load_classifier, load_tokenizer, position_limit
 from lmtune.models.methods import apply_method, count_parameters, load_options
 from lmtune.models.weights import load_weights, save_weights
 from lmtune.runs import MARKER, check_resumable, model_meta, prune_checkpoints
-from lmtune.train import build_trainer, fit, inference_precision, resolve_precision
+from lmtune.train import build_trainer, check_setup, fit, inference_precision
 
 
 @dataclass
@@ -67,13 +68,14 @@ class Prepared:
     test: Rows
     data_report: dict
     saved: dict  # the prepared rows (Datasets), written to the run's data/ folder
+    references: list = field(default_factory=list)  # evaluation.forgetting, read and checked
 
 
 # ------------------------------------------------------------------------------------ data
 
 
 def prepare(config: RunConfig) -> Prepared:
-    resolve_precision(config.training.precision)  # an impossible precision fails before any work
+    check_setup(config)  # an impossible precision or a missing tracker fails before any work
     inputs = plan(config)  # a missing file fails before any model is touched
     model_path = assets.resolve_model(config.model.name)
     tokenizer = load_tokenizer(model_path)
@@ -90,6 +92,7 @@ def prepare(config: RunConfig) -> Prepared:
         raise LmtuneError(
             f"{source.paths[0]}: column '{source.label_column}' has one class ({labels[0]!r}); need ≥ 2"
         )
+    references = forgetting.read_references(config, tokenizer)  # a bad one fails before the model loads
     set_seed(config.training.seed)  # the new classification head is initialised from the seed
     model = load_classifier(
         model_path,
@@ -99,7 +102,9 @@ def prepare(config: RunConfig) -> Prepared:
         pad_token_id=tokenizer.pad_token_id,
         **load_options(config.method),
     )
-    return Prepared(model_path, tokenizer, model, labels, train, validation, test, data.report, data.splits)
+    return Prepared(
+        model_path, tokenizer, model, labels, train, validation, test, data.report, data.splits, references
+    )
 
 
 def tokenized(
@@ -145,7 +150,7 @@ def _infer(config: RunConfig, model, tokenizer, texts, step, desc):
 
 
 def linear_probe(config: RunConfig, model, prepared: Prepared, label2id: dict[str, int]) -> dict:
-    """Logistic regression on the frozen body's mean-pooled embeddings, scored on the test split."""
+    """Logistic regression on the frozen body's mean-pooled embeddings: its test predictions."""
     train_x = _infer(
         config, model, prepared.tokenizer, prepared.train.texts, mean_pooled_step, "probe: embed train"
     )
@@ -154,15 +159,29 @@ def linear_probe(config: RunConfig, model, prepared: Prepared, label2id: dict[st
     )
     probe = LogisticRegression(max_iter=2000, random_state=config.training.seed)
     probe.fit(train_x, [label2id[label] for label in prepared.train.labels])
-    return classification_metrics(
-        [label2id[label] for label in prepared.test.labels], probe.predict(test_x), prepared.labels
-    )
+    probs = np.zeros((len(test_x), len(label2id)))
+    probs[:, probe.classes_] = probe.predict_proba(test_x)  # a class train lacks keeps probability 0
+    return {"y_pred": probs.argmax(-1), "probs": probs}
 
 
-def score(config: RunConfig, model, tokenizer, rows: Rows, labels: list[str], desc: str) -> dict:
-    label2id = {label: i for i, label in enumerate(labels)}
+def infer(config: RunConfig, model, tokenizer, rows: Rows, desc: str) -> dict:
+    """The model's predicted label ids and class probabilities for each row."""
     logits = _infer(config, model, tokenizer, rows.texts, logits_step, desc)
-    return classification_metrics([label2id[label] for label in rows.labels], logits.argmax(-1), labels)
+    probs = torch.softmax(torch.from_numpy(logits).float(), -1).numpy()
+    return {"y_pred": probs.argmax(-1), "probs": probs}
+
+
+def scored(config: RunConfig, rows: Rows, labels: list[str], outputs: dict[str, dict]) -> tuple[dict, dict]:
+    """Metrics with 95% intervals for each model's outputs, and the predictions block that keeps them."""
+    label2id = {label: i for i, label in enumerate(labels)}
+    truth = {"y_true": np.array([label2id[label] for label in rows.labels])}
+    results = {
+        name: classification_metrics(
+            truth["y_true"], out["y_pred"], labels, out["probs"], seed=config.training.seed
+        )
+        for name, out in outputs.items()
+    }
+    return results, predictions.kind_block(rows.where, truth, outputs)
 
 
 def _compute_metrics(labels: list[str]):
@@ -170,7 +189,7 @@ def _compute_metrics(labels: list[str]):
         logits, label_ids = eval_pred.predictions, eval_pred.label_ids
         if isinstance(logits, tuple):
             logits = logits[0]
-        return headline(classification_metrics(label_ids, np.argmax(logits, -1), labels))
+        return headline(classification_metrics(label_ids, np.argmax(logits, -1), labels, ci=False))
 
     return compute
 
@@ -196,12 +215,13 @@ def train(
     labels = prepared.labels
     label2id = {label: i for i, label in enumerate(labels)}
     tokenizer, model = prepared.tokenizer, prepared.model
-    results: dict[str, dict] = {}
+    outputs: dict[str, dict] = {}
     if "base" in config.evaluation.baselines:
-        results["base"] = score(config, model, tokenizer, prepared.test, labels, "base: test")
+        outputs["base"] = infer(config, model, tokenizer, prepared.test, "base: test")
     if "probe" in config.evaluation.baselines:
-        results["probe"] = linear_probe(config, model, prepared, label2id)
+        outputs["probe"] = linear_probe(config, model, prepared, label2id)
 
+    before = forgetting.measure(config, model, tokenizer, prepared.references)  # the untuned body
     set_seed(config.training.seed)
     model = apply_method(model, config.method)
     trainable, total = count_parameters(model)
@@ -231,7 +251,10 @@ def train(
     )
     history = fit(trainer, run_dir, resume)
     model = trainer.model
-    results["tuned"] = score(config, model, tokenizer, prepared.test, labels, "tuned: test")
+    outputs["tuned"] = infer(config, model, tokenizer, prepared.test, "tuned: test")
+    forgot = forgetting.compare(config, model, tokenizer, prepared.references, before)
+    results, block = scored(config, prepared.test, labels, outputs)
+    predictions.save(run_dir, {"classify": block}, labels)
 
     _save_model(config, prepared.model_path, model, tokenizer, labels, run_dir / "model")
     runtime = next((h for h in reversed(history) if "train_runtime" in h), {})
@@ -248,15 +271,19 @@ def train(
         "rows": {name: len(getattr(prepared, name)) for name in ("train", "validation", "test")},
         "truncated_train_texts": truncated,
         "labels": labels,
+        "forgetting": forgot,
     }
     (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
     (run_dir / "data_report.json").write_text(json.dumps(prepared.data_report, indent=2, ensure_ascii=False))
     write_report(
         run_dir / "report.html",
         title=f"lmtune run: {config.output.name}",
-        sections=classification_sections(results, labels) + data_sections(prepared.data_report),
+        sections=classification_sections(results, labels)
+        + forgetting.sections(forgot)
+        + data_sections(prepared.data_report),
         history=history,
         metric=config.evaluation.metric,
+        n_classes=len(labels),
         facts={
             "task": "classify",
             "model": config.model.name,
@@ -314,11 +341,25 @@ def load_run(run_dir: Path):
 
 
 def evaluate(run_dir: Path, data: str | None = None, **reader: str | None) -> dict:
-    """Score a finished run on its own test split, or on any labelled file.
+    """Score a finished run (with 95% intervals) on its own test split, or on any labelled file.
 
     `reader` (text_column, label_column, separator, encoding) overrides how `data` is read; by
     default it is read like the user files of the run (same columns, suffix-based format).
     """
+    saved = predictions_on(run_dir, data, **reader)
+    block = saved["kinds"]["classify"]
+    return classification_metrics(
+        block["truth"]["y_true"],
+        block["models"]["tuned"]["y_pred"],
+        saved["labels"],
+        np.asarray(block["models"]["tuned"]["probs"]),
+        seed=load_config(run_dir / "config.yaml").training.seed,
+    )
+
+
+def predictions_on(run_dir: Path, data: str | None = None, *, base: bool = False, **reader) -> dict:
+    """The run's (and with `base`, the untuned base model's) predictions on its test split or a file,
+    in predictions.json's form: what `lmtune compare --data` pairs between runs."""
     config, model, tokenizer, labels = load_run(run_dir)
     if data is None:
         saved = run_dir / "data" / "test.jsonl"
@@ -335,7 +376,27 @@ def evaluate(run_dir: Path, data: str | None = None, **reader: str | None) -> di
             raise LmtuneError(
                 f"{where}: label {label!r} is unknown to this model; its labels: {', '.join(labels)}"
             )
-    return score(config, model, tokenizer, rows, labels, "eval")
+    outputs = {"tuned": infer(config, model, tokenizer, rows, "eval")}
+    if base:
+        outputs = {
+            "base": infer(config, base_model(run_dir, config, labels, tokenizer), tokenizer, rows, "base"),
+            **outputs,
+        }
+    return {"labels": labels, "kinds": {"classify": scored(config, rows, labels, outputs)[1]}}
+
+
+def base_model(run_dir: Path, config: RunConfig, labels: list[str], tokenizer):
+    """The untuned base as training scored it: pre-trained body, head initialised from the run's seed."""
+    info = json.loads((run_dir / "model" / "lmtune_model.json").read_text())
+    set_seed(config.training.seed)
+    return load_classifier(
+        assets.resolve_base(info["base_model"], info.get("base_path")),
+        labels,
+        attn_implementation=info["attn_implementation"],
+        dropout=config.model.dropout,
+        pad_token_id=tokenizer.pad_token_id,
+        **load_options(config.method),
+    )
 
 
 def predict(run_dir: Path, texts: list[str]) -> list[dict]:

@@ -19,6 +19,7 @@ from lmtune.data.pipeline import prepare_data, read_file
 from lmtune.data.report import data_sections
 from lmtune.data.rows import to_example
 from lmtune.errors import LmtuneError
+from lmtune.evaluate import forgetting, predictions
 from lmtune.evaluate.generation import score
 from lmtune.evaluate.report import generation_sections, write_report
 from lmtune.models.chat_template import Stop
@@ -54,7 +55,7 @@ class Prepared:
     model: object  # loaded here so that a broken model fails before a run directory exists
     stop: Stop
     splits: dict[str, list[Encoded]]
-    report: dict  # skipped records, split documents, packing: shown in the report
+    report: dict  # skipped records, split documents, packing, forgetting references: for the report
     template: str | None
     format: str
 
@@ -100,6 +101,7 @@ def encode_and_load(
             raise LmtuneError(
                 f"data: no usable {name} examples left (see data.on_error and model.max_length)"
             )
+    report["references"] = forgetting.read_references(config, tokenizer, encode_split)  # before the model
     set_seed(config.training.seed)
     model = load_generative(
         model_path,
@@ -127,6 +129,7 @@ def train(
     if "base" in config.evaluation.baselines:
         results["base"] = score(config, model, tokenizer, stop, splits["test"], "base")
 
+    before = forgetting.measure(config, model, tokenizer, prepared.report["references"])  # the untuned model
     set_seed(config.training.seed)
     model = apply_method(model, config.method)
     trainable, total = count_parameters(model)
@@ -160,6 +163,10 @@ def train(
     model = trainer.model
     model.config.use_cache = True
     results["tuned"] = score(config, model, tokenizer, stop, splits["test"], "tuned")
+    prepared.report["forgetting"] = forgetting.compare(
+        config, model, tokenizer, prepared.report["references"], before
+    )
+    predictions.save(run_dir, prediction_kinds(splits["test"], results))
     info = {"template": prepared.template, "stop": prepared.stop.__dict__}
     save_model(config, prepared.model_path, model, tokenizer, stop, info, run_dir / "model")
     metrics = finish(config, run_dir, trainer, history, results, prepared.report, splits, (trainable, total))
@@ -215,6 +222,7 @@ def finish(config: RunConfig, run_dir: Path, trainer, history, results, data_rep
         "skipped_records": data_report["data"]["bad_rows"]["count"] + len(data_report["skipped"]),
         "documents_split": data_report.get("documents_split", 0),
         "packing": data_report.get("packing"),
+        "forgetting": data_report.get("forgetting", []),
     }
     epochs = state.epoch or 0
     if metrics["train_runtime_s"]:
@@ -235,6 +243,7 @@ def finish(config: RunConfig, run_dir: Path, trainer, history, results, data_rep
             "train tokens/s": f"{metrics.get('train_tokens_per_second') or 0:.0f}",
         },
         sections=generation_sections(results, answers, splits["test"], data_report, config)
+        + forgetting.sections(metrics["forgetting"])
         + data_sections(data_report["data"]),
         history=history,
         metric="loss",
@@ -289,15 +298,56 @@ def answer(run: Run, prompts: list[list[int]], texts: list[str], streamer=None) 
     return [{"prompt": text, **a} for text, a in zip(texts, answers, strict=True)]
 
 
-def evaluate_run(run_dir: Path, data: str | None, read_examples, encode_split) -> dict:
-    """Loss, perplexity and generation scores of a finished run on its test split or a file."""
-    run = load_run(run_dir)
-    config = run.config
-    if data is None:
-        items = read_examples(config, run.tokenizer)[0]["test"]  # same files and seed: the same test split
+def prediction_kinds(test: list, results: dict[str, dict]) -> dict:
+    """predictions.json's blocks for a generative run: each model's loss per test example ("lm"), and
+    its answers to the test prompts ("generate"). Takes the per-example columns out of `results`."""
+    losses = {name: r.pop("per_example") for name, r in results.items()}
+    kinds = {"lm": predictions.kind_block([e.where for e in test], {}, losses)}
+    answers = {name: [a["answer"] for a in r.get("answers", [])] for name, r in results.items()}
+    n = min(len(a) for a in answers.values())
+    if n:
+        chats = [e for e in test if e.prompt_ids is not None][:n]
+        kinds["generate"] = predictions.kind_block(
+            [e.where for e in chats],
+            {"references": [e.reference for e in chats]},
+            {name: {"predictions": a[:n]} for name, a in answers.items()},
+        )
+    return kinds
+
+
+def _test_examples(run: Run, data: str | None, read_examples, encode_split) -> list[Encoded]:
+    if data is None:  # same files and seed: the same test split
+        items = read_examples(run.config, run.tokenizer)[0]["test"]
     else:
-        items = [to_example(row) for row in read_file(config, data, "generative", run.tokenizer)]
-    encoded = encode_split(config, run.tokenizer, items, {})
-    result = score(config, run.model, run.tokenizer, run.stop, encoded, "eval")
+        items = [to_example(row) for row in read_file(run.config, data, "generative", run.tokenizer)]
+    return encode_split(run.config, run.tokenizer, items, {})
+
+
+def evaluate_run(run_dir: Path, data: str | None, read_examples, encode_split) -> dict:
+    """Loss, perplexity and generation scores (with 95% intervals) of a finished run on its test split
+    or a file."""
+    run = load_run(run_dir)
+    encoded = _test_examples(run, data, read_examples, encode_split)
+    result = score(run.config, run.model, run.tokenizer, run.stop, encoded, "eval")
     result.pop("answers", None)
+    result.pop("per_example", None)
     return result
+
+
+def predictions_on(
+    run_dir: Path, data: str | None, read_examples, encode_split, *, base: bool = False
+) -> dict:
+    """The run's (and with `base`, the untuned base model's) per-example losses and answers on its test
+    split or a file, in predictions.json's form: what `lmtune compare --data` pairs between runs."""
+    run = load_run(run_dir)
+    encoded = _test_examples(run, data, read_examples, encode_split)
+    results = {}
+    if base:
+        model = load_generative(
+            assets.resolve_base(run.info["base_model"], run.info.get("base_path")),
+            attn_implementation=run.info["attn_implementation"],
+            **load_options(run.config.method),
+        )
+        results["base"] = score(run.config, model, run.tokenizer, run.stop, encoded, "base")
+    results["tuned"] = score(run.config, run.model, run.tokenizer, run.stop, encoded, "eval")
+    return {"labels": None, "kinds": prediction_kinds(encoded, results)}

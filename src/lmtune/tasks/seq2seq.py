@@ -18,7 +18,7 @@ from lmtune.models.chat_template import Stop
 from lmtune.models.load import is_encoder_decoder, load_tokenizer
 from lmtune.tasks import generative
 from lmtune.tasks.generative import Prepared, read_examples, with_system
-from lmtune.train import resolve_precision
+from lmtune.train import check_setup
 
 
 def source_text(messages: list[dict]) -> str:
@@ -61,7 +61,7 @@ def encode_split(config: RunConfig, tokenizer, examples: list[Example], report: 
 
 
 def prepare(config: RunConfig) -> Prepared:
-    resolve_precision(config.training.precision)
+    check_setup(config)  # an impossible precision or a missing tracker fails before any work
     if config.chat.packing:
         raise LmtuneError("chat.packing: packing is for decoder-only models (task sft); set it to false")
     model_path = assets.resolve_model(config.model.name)
@@ -94,6 +94,10 @@ def prompt_ids(run, text: str, history: list[dict] | None = None) -> list[int]:
 def evaluate(run_dir: Path, data: str | None = None, **reader) -> dict:
     """Scores of a finished run on `data`, or on its own test split (re-cut from the same files and seed)."""
     return generative.evaluate_run(run_dir, data, read_examples, encode_split)
+
+
+def predictions_on(run_dir: Path, data: str | None = None, *, base: bool = False, **reader) -> dict:
+    return generative.predictions_on(run_dir, data, read_examples, encode_split, base=base)
 
 
 def predict(run_dir: Path, texts: list[str]) -> list[dict]:

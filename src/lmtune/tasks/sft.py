@@ -27,7 +27,7 @@ from lmtune.models.chat_template import (
 from lmtune.models.load import load_tokenizer, position_limit
 from lmtune.tasks import generative
 from lmtune.tasks.generative import Prepared, read_examples, with_system
-from lmtune.train import resolve_precision
+from lmtune.train import check_setup
 
 # Architectures whose attention masks are built from position ids (transformers' create_causal_mask):
 # packed examples restart their positions at 0 and do not see each other.
@@ -84,7 +84,7 @@ def encode_split(config: RunConfig, tokenizer, examples: list[Example], report: 
 
 
 def prepare(config: RunConfig) -> Prepared:
-    resolve_precision(config.training.precision)
+    check_setup(config)  # an impossible precision or a missing tracker fails before any work
     model_path = assets.resolve_model(config.model.name)
     tokenizer = load_tokenizer(model_path)
     examples, format, data_report = read_examples(config, tokenizer)
@@ -144,6 +144,10 @@ def prompt_ids(run, text: str, history: list[dict] | None = None) -> list[int]:
 def evaluate(run_dir: Path, data: str | None = None, **reader) -> dict:
     """Scores of a finished run on `data`, or on its own test split (re-cut from the same files and seed)."""
     return generative.evaluate_run(run_dir, data, read_examples, encode_split)
+
+
+def predictions_on(run_dir: Path, data: str | None = None, *, base: bool = False, **reader) -> dict:
+    return generative.predictions_on(run_dir, data, read_examples, encode_split, base=base)
 
 
 def predict(run_dir: Path, texts: list[str]) -> list[dict]:
