@@ -315,8 +315,8 @@ class OfflineWandb(WandbCallback):
 
 
 def tracker_callbacks(report_to: list[str], run_dir: Path) -> list[TrainerCallback]:
-    """Callbacks of the trackers asked for besides TensorBoard (config validation checked they are
-    installed)."""
+    """Callbacks of the trackers asked for besides TensorBoard (train.check_setup checked that they are
+    installed before the run started)."""
     makers = {"mlflow": LocalMLflow, "wandb": OfflineWandb}
     return [makers[name](run_dir) for name in report_to if name in makers]
 

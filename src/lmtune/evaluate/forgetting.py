@@ -32,8 +32,7 @@ from lmtune.data.pipeline import read_file
 from lmtune.data.rows import to_example
 from lmtune.errors import LmtuneError
 from lmtune.evaluate.report import png, table
-from lmtune.models.infer import forward_batches, mean_pooled_step
-from lmtune.train import inference_precision
+from lmtune.models.infer import infer_texts, mean_pooled_step
 
 METRICS = {"perplexity": "perplexity", "probe": "probe_accuracy"}
 # kinds each task can score: an encoder classifier has no language-model head, and a seq2seq body
@@ -205,17 +204,7 @@ def _score(config: RunConfig, model, tokenizer, reference: Reference) -> float:
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
-    features = forward_batches(
-        model,
-        tokenizer,
-        reference.texts,
-        max_length=config.model.max_length,
-        batch_size=config.training.eval_batch_size,
-        precision=inference_precision(config, model),
-        attention=config.model.attn_implementation,
-        step=mean_pooled_step,
-        desc=desc,
-    )
+    features = infer_texts(config, model, tokenizer, reference.texts, mean_pooled_step, desc)
     probe = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000))
     folds = StratifiedKFold(reference.folds, shuffle=True, random_state=config.training.seed)
     return float(np.mean(cross_val_score(probe, features, reference.labels, cv=folds)))

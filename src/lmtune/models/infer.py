@@ -9,6 +9,23 @@ from tqdm.auto import tqdm
 from lmtune.models.load import device, inference_attention, set_attention
 
 
+def infer_texts(config, model, tokenizer, texts: list[str], step, desc: str):
+    """forward_batches with a run config's max_length, evaluation batch size, precision and attention."""
+    from lmtune.train import inference_precision  # train.py builds on models/: imported when used
+
+    return forward_batches(
+        model,
+        tokenizer,
+        texts,
+        max_length=config.model.max_length,
+        batch_size=config.training.eval_batch_size,
+        precision=inference_precision(config, model),
+        attention=config.model.attn_implementation,
+        step=step,
+        desc=desc,
+    )
+
+
 def forward_batches(
     model,
     tokenizer,

@@ -26,7 +26,7 @@ from lmtune.errors import LmtuneError
 from lmtune.evaluate import forgetting, predictions
 from lmtune.evaluate.metrics import classification_metrics, headline
 from lmtune.evaluate.report import classification_sections, write_report
-from lmtune.models.infer import forward_batches, logits_step, mean_pooled_step
+from lmtune.models.infer import infer_texts, logits_step, mean_pooled_step
 from lmtune.models.load import load_classifier, load_tokenizer, position_limit
 from lmtune.models.methods import apply_method, count_parameters, load_options
 from lmtune.models.weights import load_weights, save_weights
@@ -135,26 +135,12 @@ def count_truncated(texts: list[str], lengths: list[int], tokenizer, max_length:
 # ------------------------------------------------------------------------------- inference
 
 
-def _infer(config: RunConfig, model, tokenizer, texts, step, desc):
-    return forward_batches(
-        model,
-        tokenizer,
-        texts,
-        max_length=config.model.max_length,
-        batch_size=config.training.eval_batch_size,
-        precision=inference_precision(config, model),
-        attention=config.model.attn_implementation,
-        step=step,
-        desc=desc,
-    )
-
-
 def linear_probe(config: RunConfig, model, prepared: Prepared, label2id: dict[str, int]) -> dict:
     """Logistic regression on the frozen body's mean-pooled embeddings: its test predictions."""
-    train_x = _infer(
+    train_x = infer_texts(
         config, model, prepared.tokenizer, prepared.train.texts, mean_pooled_step, "probe: embed train"
     )
-    test_x = _infer(
+    test_x = infer_texts(
         config, model, prepared.tokenizer, prepared.test.texts, mean_pooled_step, "probe: embed test"
     )
     probe = LogisticRegression(max_iter=2000, random_state=config.training.seed)
@@ -166,7 +152,7 @@ def linear_probe(config: RunConfig, model, prepared: Prepared, label2id: dict[st
 
 def infer(config: RunConfig, model, tokenizer, rows: Rows, desc: str) -> dict:
     """The model's predicted label ids and class probabilities for each row."""
-    logits = _infer(config, model, tokenizer, rows.texts, logits_step, desc)
+    logits = infer_texts(config, model, tokenizer, rows.texts, logits_step, desc)
     probs = torch.softmax(torch.from_numpy(logits).float(), -1).numpy()
     return {"y_pred": probs.argmax(-1), "probs": probs}
 
@@ -402,7 +388,7 @@ def base_model(run_dir: Path, config: RunConfig, labels: list[str], tokenizer):
 def predict(run_dir: Path, texts: list[str]) -> list[dict]:
     """Label and class probabilities for each text."""
     config, model, tokenizer, labels = load_run(run_dir)
-    logits = _infer(config, model, tokenizer, texts, logits_step, "predict")
+    logits = infer_texts(config, model, tokenizer, texts, logits_step, "predict")
     probs = torch.softmax(torch.from_numpy(logits), -1).numpy()
     return [
         {
