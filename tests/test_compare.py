@@ -160,3 +160,11 @@ def test_sst2_two_seeds_do_not_differ_but_both_beat_the_base(tmp_path, capsys):
         base = tests[("base", metric)]
         assert base["significant"] and base["p_value"] < 0.01 and base["difference"] < -0.2, base
     assert result["scores"]["sst2-seed1"]["accuracy"] > 0.75
+
+
+def test_the_report_table_shows_the_metrics_asked_for(two_runs):
+    from lmtune.evaluate.report import classification_sections
+
+    metrics = json.loads((two_runs[0] / "metrics.json").read_text())
+    table = classification_sections(metrics["test"], metrics["labels"], ["mcc", "f1_weighted"])[0][1]
+    assert "<th>mcc</th><th>f1_weighted</th>" in table and "<th>accuracy</th>" not in table

@@ -36,6 +36,13 @@ def decay(n: int, start: float, end: float) -> list[float]:
     return [end + (start - end) * math.exp(-4 * i / (n - 1)) for i in range(n)]
 
 
+def test_a_training_loss_of_exactly_zero_is_read_without_dividing_by_it():
+    logs = history([0.5, 0.1, 0, 0, 0, 0, 0, 0.9])
+    found = diagnose(logs, metric="f1_macro", greater_is_better=True)
+    spike = next(f for f in found if f.kind == "instability")
+    assert "inf× the median 0" in spike.evidence
+
+
 def test_clear_overfitting_is_found_with_its_steps():
     evals = {20: 0.55, 40: 0.412, 60: 0.45, 80: 0.52, 100: 0.58, 120: 0.633}
     logs = history(decay(13, 0.69, 0.02), evals)

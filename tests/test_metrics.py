@@ -98,6 +98,16 @@ def test_resampled_scores_equal_scikit_learn_on_the_same_resampled_examples():
 # ------------------------------------------------------------------------------------ bootstrap
 
 
+def test_a_rare_class_a_resample_misses_does_not_drag_the_macro_interval_below_the_value():
+    """20 rows of class 0 and one row each of ten rare classes, all right: macro F1 is 1, and so is every
+    resample's (a class absent from a resample is not scored as 0)."""
+    y = np.array([0] * 20 + list(range(1, 11)))
+    result = classification_metrics(y, y, [str(i) for i in range(11)])
+    for name in ("f1_macro", "precision_macro", "recall_macro"):
+        assert result[name] == 1.0
+        assert result["ci"][name] == [1.0, 1.0]
+
+
 def test_intervals_contain_the_value_and_shrink_like_one_over_root_n():
     widths = {}
     for n in (400, 1600):

@@ -213,6 +213,12 @@ def test_config_without_search_or_validation_is_refused(search_yaml, capsys):
     assert "no search: section" in capsys.readouterr().err
 
 
+def test_cross_validation_inside_a_search_is_refused(search_yaml, capsys):
+    path = search_yaml(training={"cv_folds": 3})
+    assert main(["tune", path]) == 2
+    assert "training.cv_folds cannot be searched over" in capsys.readouterr().err
+
+
 def test_changed_space_against_an_existing_study_is_refused(search_yaml, tmp_path, capsys):
     path = search_yaml(trials=1, training={"max_steps": 2})
     assert main(["tune", path]) == 0

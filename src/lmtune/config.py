@@ -351,7 +351,9 @@ class EvaluationConfig(Section):
         None, description="base: the untuned model; probe (classify): a linear probe on frozen embeddings"
     )
     metrics: list[str] | None = Field(
-        None, description="extra metrics reported with 95% intervals; default: all of the task's kind"
+        None,
+        description="the metrics report.html's test table shows, each with its 95% interval; default: "
+        "accuracy, macro/weighted/micro F1, MCC, ROC-AUC (classify), loss … chrF (sft, seq2seq)",
     )
     generation: GenerationConfig = GenerationConfig()
     forgetting: list[ReferenceConfig] = Field(

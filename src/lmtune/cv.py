@@ -65,7 +65,13 @@ def cross_validate(config: RunConfig, *, resume: bool = False, overwrite: bool =
                 prepared = task.prepare(fold)
             fold_dir = run_dir / "folds" / f"fold-{i + 1}"
             fold_dir.mkdir(parents=True)
-            results.append(task.train(fold, prepared, fold_dir, resume=False))
+            try:
+                results.append(task.train(fold, prepared, fold_dir, resume=False))
+            except LmtuneError as error:  # the whole run goes, fold checkpoints with it: say so
+                raise LmtuneError(
+                    f"fold {i + 1}/{k}: {error}; nothing of this cross-validation run was kept "
+                    "(it cannot be resumed: start again)"
+                ) from None
             prepared = None  # the model and rows of one fold at a time
             gc.collect()
         summary = summarize(results, config.evaluation.metric)

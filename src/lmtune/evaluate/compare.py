@@ -167,8 +167,8 @@ def interval_plot(result: dict) -> str:
     for ax, name in zip(axes[0], names, strict=True):
         models = list(scores)
         values = [scores[m][name] for m in models]
-        lows = [v - scores[m]["ci"][name][0] for m, v in zip(models, values, strict=True)]
-        highs = [scores[m]["ci"][name][1] - v for m, v in zip(models, values, strict=True)]
+        lows = [max(0.0, v - scores[m]["ci"][name][0]) for m, v in zip(models, values, strict=True)]
+        highs = [max(0.0, scores[m]["ci"][name][1] - v) for m, v in zip(models, values, strict=True)]
         ax.errorbar(values, range(len(models)), xerr=[lows, highs], fmt="o", capsize=4)
         ax.set_yticks(range(len(models)), models)
         ax.invert_yaxis()

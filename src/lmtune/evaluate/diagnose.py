@@ -203,9 +203,14 @@ def _spikes(points, factor: float, min_rise: float, floor: float) -> list[tuple[
     return found
 
 
+def _ratio(value: float, base: float) -> float:
+    """value / base; a loss of exactly 0 before (an overfit classifier) makes any rise infinite."""
+    return value / base if base > 0 else (math.inf if value > 0 else 1.0)
+
+
 def _largest_ratio(points) -> float:
     ratios = [
-        v / median(u for _, u in points[max(0, i - SPIKE_WINDOW) : i])
+        _ratio(v, median(u for _, u in points[max(0, i - SPIKE_WINDOW) : i]))
         for i, (_, v) in enumerate(points)
         if i >= SPIKE_MIN_BEFORE
     ]
@@ -224,7 +229,7 @@ def _instability(train, grads) -> tuple[Finding | None, str]:
             text += f", largest gradient norm {_largest_ratio(grads):.1f}× its running median"
         return None, text
     evidence = [
-        f"training loss {_f(v)} at step {s}, {v / m:.1f}× the median {_f(m)} of the logs before"
+        f"training loss {_f(v)} at step {s}, {_ratio(v, m):.1f}× the median {_f(m)} of the logs before"
         for s, v, m in losses[:3]
     ]
     evidence += [

@@ -75,8 +75,9 @@ def _averaged(score: str, average: str, agg: dict) -> np.ndarray:
     if average == "micro":  # pooled over classes
         return _per_class(score, tp.sum(1), support.sum(1), predicted.sum(1))
     values = _per_class(score, tp, support, predicted)
-    if average == "macro":
-        return values.mean(1)
+    if average == "macro":  # over the classes a set of examples has (truth or prediction): a rare class
+        present = (support + predicted) > 0  # that a resample happens to miss must not count as a 0
+        return _div((values * present).sum(1), present.sum(1))
     return _div((values * support).sum(1), support.sum(1))  # weighted by support
 
 
@@ -493,4 +494,8 @@ def _same_examples(kind: str, a: dict, b: dict, where: str) -> None:
     if truth and not np.array_equal(np.asarray(a[truth]), np.asarray(b[truth])):
         raise LmtuneError(
             f"{where}: the two models' {truth} differ; a paired test needs the same examples in the same order"
+        )
+    if kind == "classify" and a["k"] != b["k"]:  # without `labels`, k comes from the ids each model saw
+        raise LmtuneError(
+            f"{where}: the models know {a['k']} and {b['k']} classes; pass labels= to pair them"
         )

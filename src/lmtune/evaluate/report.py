@@ -75,9 +75,10 @@ def comparison_bars(results: dict[str, dict], scores: list[str]) -> str:
     for k, (name, metrics) in enumerate(results.items()):
         values = [metrics[s] for s in scores]
         intervals = [metrics.get("ci", {}).get(s, (v, v)) for s, v in zip(scores, values, strict=True)]
+        # clipped at 0: a percentile interval of a skewed statistic may lie beside its value
         errors = [
-            [v - lo for v, (lo, _) in zip(values, intervals, strict=True)],
-            [hi - v for v, (_, hi) in zip(values, intervals, strict=True)],
+            [max(0.0, v - lo) for v, (lo, _) in zip(values, intervals, strict=True)],
+            [max(0.0, hi - v) for v, (_, hi) in zip(values, intervals, strict=True)],
         ]
         ax.bar([i + k * width for i in range(len(scores))], values, width, yerr=errors, capsize=3, label=name)
     ax.set_xticks([i + width * (len(results) - 1) / 2 for i in range(len(scores))], scores)
@@ -129,10 +130,15 @@ td.text{text-align:left;white-space:pre-wrap;vertical-align:top;max-width:30em}h
 img{max-width:100%}.grid{display:flex;flex-wrap:wrap;gap:1em}pre{background:#f6f6f6;padding:1em;overflow:auto}"""
 
 
-def classification_sections(results: dict[str, dict], labels: list[str]) -> list[tuple[str, str]]:
+def classification_sections(
+    results: dict[str, dict], labels: list[str], names: list[str] | None = None
+) -> list[tuple[str, str]]:
     """Before/after table and bars, per-class scores of the tuned model, confusion matrices."""
     sections = [
-        ("Test metrics: before and after", metrics_table(results, CLASSIFY) + comparison_plot(results))
+        (
+            "Test metrics: before and after",
+            metrics_table(results, names or CLASSIFY) + comparison_plot(results),
+        )
     ]
     if "tuned" in results:
         sections.append(("Per-class scores (tuned)", _per_class(results["tuned"])))
@@ -208,7 +214,8 @@ def write_report(
 def generation_sections(results, answers, test, data_report, config) -> list[tuple[str, str]]:
     """Base vs tuned scores and bars, sample answers side by side, and the records that were skipped."""
     names = list(results)
-    shown = [s for s in SCORES if all(s in results[n] for n in names)]
+    wanted = config.evaluation.metrics or SCORES
+    shown = [s for s in wanted if all(s in results[n] for n in names)]
     sections = [("Test metrics: before and after", metrics_table(results, shown))]
     bars = [s for s in ("rougeL", "bleu", "exact_match", "stop_rate") if s in shown]
     if bars:

@@ -64,7 +64,8 @@ def bootstrap_p(differences: np.ndarray, observed: float) -> float:
 
     The share of resampled differences on the other side of 0 from the observed one (ties at 0
     count against it), doubled and clipped to 1: it is below 0.05 when 0 lies outside the percentile
-    interval, so the test and the reported interval never disagree. One is added to the count and to
+    interval, except at the edge (the interval interpolates between resamples, the count does not, and
+    the +1 below): there the p-value decides the verdict. One is added to the count and to
     the number of resamples, so that a finite bootstrap never claims p = 0 (its resolution is
     2 / (n_boot + 1)). A difference of exactly 0 gives p = 1.
     """

@@ -157,17 +157,25 @@ def infer(config: RunConfig, model, tokenizer, rows: Rows, desc: str) -> dict:
     return {"y_pred": probs.argmax(-1), "probs": probs}
 
 
-def scored(config: RunConfig, rows: Rows, labels: list[str], outputs: dict[str, dict]) -> tuple[dict, dict]:
-    """Metrics with 95% intervals for each model's outputs, and the predictions block that keeps them."""
+def prediction_block(rows: Rows, labels: list[str], outputs: dict[str, dict]) -> dict:
+    """predictions.json's classify block: the rows' true label ids and each model's outputs."""
     label2id = {label: i for i, label in enumerate(labels)}
     truth = {"y_true": np.array([label2id[label] for label in rows.labels])}
-    results = {
+    return predictions.kind_block(rows.where, truth, outputs)
+
+
+def scores_of(config: RunConfig, block: dict, labels: list[str]) -> dict[str, dict]:
+    """Every model's metrics with 95% intervals (seeded by the run), from its predictions block."""
+    return {
         name: classification_metrics(
-            truth["y_true"], out["y_pred"], labels, out["probs"], seed=config.training.seed
+            block["truth"]["y_true"],
+            out["y_pred"],
+            labels,
+            np.asarray(out["probs"]),
+            seed=config.training.seed,
         )
-        for name, out in outputs.items()
+        for name, out in block["models"].items()
     }
-    return results, predictions.kind_block(rows.where, truth, outputs)
 
 
 def _compute_metrics(labels: list[str]):
@@ -239,7 +247,8 @@ def train(
     model = trainer.model
     outputs["tuned"] = infer(config, model, tokenizer, prepared.test, "tuned: test")
     forgot = forgetting.compare(config, model, tokenizer, prepared.references, before)
-    results, block = scored(config, prepared.test, labels, outputs)
+    block = prediction_block(prepared.test, labels, outputs)
+    results = scores_of(config, block, labels)
     predictions.save(run_dir, {"classify": block}, labels)
 
     _save_model(config, prepared.model_path, model, tokenizer, labels, run_dir / "model")
@@ -264,7 +273,7 @@ def train(
     write_report(
         run_dir / "report.html",
         title=f"lmtune run: {config.output.name}",
-        sections=classification_sections(results, labels)
+        sections=classification_sections(results, labels, config.evaluation.metrics)
         + forgetting.sections(forgot)
         + data_sections(prepared.data_report),
         history=history,
@@ -333,14 +342,8 @@ def evaluate(run_dir: Path, data: str | None = None, **reader: str | None) -> di
     default it is read like the user files of the run (same columns, suffix-based format).
     """
     saved = predictions_on(run_dir, data, **reader)
-    block = saved["kinds"]["classify"]
-    return classification_metrics(
-        block["truth"]["y_true"],
-        block["models"]["tuned"]["y_pred"],
-        saved["labels"],
-        np.asarray(block["models"]["tuned"]["probs"]),
-        seed=load_config(run_dir / "config.yaml").training.seed,
-    )
+    config = load_config(run_dir / "config.yaml")
+    return scores_of(config, saved["kinds"]["classify"], saved["labels"])["tuned"]
 
 
 def predictions_on(run_dir: Path, data: str | None = None, *, base: bool = False, **reader) -> dict:
@@ -368,7 +371,7 @@ def predictions_on(run_dir: Path, data: str | None = None, *, base: bool = False
             "base": infer(config, base_model(run_dir, config, labels, tokenizer), tokenizer, rows, "base"),
             **outputs,
         }
-    return {"labels": labels, "kinds": {"classify": scored(config, rows, labels, outputs)[1]}}
+    return {"labels": labels, "kinds": {"classify": prediction_block(rows, labels, outputs)}}
 
 
 def base_model(run_dir: Path, config: RunConfig, labels: list[str], tokenizer):

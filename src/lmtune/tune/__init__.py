@@ -43,7 +43,12 @@ def cores() -> int:
 
 def _check_objective(config: RunConfig, source: str) -> None:
     data = config.data
-    folds = data.split.fold is not None or config.training.cv_folds
+    if config.training.cv_folds:
+        raise LmtuneError(
+            f"{source}: training.cv_folds cannot be searched over (a trial is one run); remove it, or "
+            "validate every trial on one fold with data.split.folds and data.split.fold"
+        )
+    folds = data.split.fold is not None
     if data.validation is None and data.split.validation == 0 and not folds:
         raise LmtuneError(
             f"{source}: the search's objective is the validation {config.evaluation.metric}, but the config "
@@ -169,7 +174,7 @@ def _spawn(config_path: Path, workers: int) -> None:
     codes = [p.wait() for p in procs]
     for i, code in enumerate(codes, 1):
         if code == 1 or code < 0:
-            raise RuntimeError(f"search worker {i} crashed (exit {code}); its traceback is above")
+            raise LmtuneError(f"search worker {i} crashed (exit {code}); its traceback is above")
     for i, code in enumerate(codes, 1):
         if code not in (0, 130):
             raise LmtuneError(f"search worker {i} stopped with the error above")
