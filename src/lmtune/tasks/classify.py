@@ -318,18 +318,11 @@ def load_run(run_dir: Path):
     """(config, model, tokenizer, labels) of a finished run, from its directory alone."""
     config = load_config(run_dir / "config.yaml")
     folder = run_dir / "model"
-    info = json.loads((folder / "lmtune_model.json").read_text())
+    info = _model_info(run_dir)
     labels = json.loads((folder / "labels.json").read_text())
     tokenizer = load_tokenizer(folder)
     if info["adapter"]:
-        base = load_classifier(
-            assets.resolve_base(info["base_model"], info.get("base_path")),
-            labels,
-            attn_implementation=info["attn_implementation"],
-            pad_token_id=tokenizer.pad_token_id,
-            **load_options(config.method),
-        )
-        model = load_weights(base, folder)
+        model = load_weights(base_model(info, config, labels, tokenizer), folder)
     else:
         model = load_classifier(folder, labels, attn_implementation=info["attn_implementation"])
     return config, model, tokenizer, labels
@@ -368,15 +361,21 @@ def predictions_on(run_dir: Path, data: str | None = None, *, base: bool = False
     outputs = {"tuned": infer(config, model, tokenizer, rows, "eval")}
     if base:
         outputs = {
-            "base": infer(config, base_model(run_dir, config, labels, tokenizer), tokenizer, rows, "base"),
+            "base": infer(
+                config, base_model(_model_info(run_dir), config, labels, tokenizer), tokenizer, rows, "base"
+            ),
             **outputs,
         }
     return {"labels": labels, "kinds": {"classify": prediction_block(rows, labels, outputs)}}
 
 
-def base_model(run_dir: Path, config: RunConfig, labels: list[str], tokenizer):
-    """The untuned base as training scored it: pre-trained body, head initialised from the run's seed."""
-    info = json.loads((run_dir / "model" / "lmtune_model.json").read_text())
+def _model_info(run_dir: Path) -> dict:
+    return json.loads((run_dir / "model" / "lmtune_model.json").read_text())
+
+
+def base_model(info: dict, config: RunConfig, labels: list[str], tokenizer):
+    """The untuned base as training scored it: pre-trained body, head initialised from the run's seed
+    (an adapter run's saved weights are loaded onto it)."""
     set_seed(config.training.seed)
     return load_classifier(
         assets.resolve_base(info["base_model"], info.get("base_path")),

@@ -271,16 +271,20 @@ def load_run(run_dir: Path) -> Run:
     info = json.loads((folder / "lmtune_model.json").read_text())
     tokenizer = load_tokenizer(folder)
     if info["adapter"]:
-        base = load_generative(
-            assets.resolve_base(info["base_model"], info.get("base_path")),
-            attn_implementation=info["attn_implementation"],
-            **load_options(config.method),
-        )
-        model = load_weights(base, folder)
+        model = load_weights(base_model(info, config), folder)
     else:
         model = load_generative(folder, attn_implementation=info["attn_implementation"])
     stop = Stop(**info["stop"])
     return Run(config, model, tokenizer, stop, info)
+
+
+def base_model(info: dict, config: RunConfig):
+    """The untuned base model a run started from (an adapter run's saved weights are loaded onto it)."""
+    return load_generative(
+        assets.resolve_base(info["base_model"], info.get("base_path")),
+        attn_implementation=info["attn_implementation"],
+        **load_options(config.method),
+    )
 
 
 def answer(run: Run, prompts: list[list[int]], texts: list[str], streamer=None) -> list[dict]:
@@ -343,11 +347,7 @@ def predictions_on(
     encoded = _test_examples(run, data, read_examples, encode_split)
     results = {}
     if base:
-        model = load_generative(
-            assets.resolve_base(run.info["base_model"], run.info.get("base_path")),
-            attn_implementation=run.info["attn_implementation"],
-            **load_options(run.config.method),
-        )
+        model = base_model(run.info, run.config)
         results["base"] = score(run.config, model, run.tokenizer, run.stop, encoded, "base")
     results["tuned"] = score(run.config, run.model, run.tokenizer, run.stop, encoded, "eval")
     return {"labels": None, "kinds": prediction_kinds(encoded, results)}
