@@ -551,17 +551,22 @@ def apply_overrides(raw: dict, overrides: list[str]) -> dict:
         if "=" not in item:
             raise LmtuneError(f"--set {item!r}: expected key=value, e.g. training.learning_rate=3e-5")
         key, text = item.split("=", 1)
-        node = raw
-        parts = key.strip().split(".")
-        for part in parts[:-1]:
-            if node.get(part) is None:  # a section left empty in YAML reads as null
-                node[part] = {}
-            child = node[part]
-            if not isinstance(child, dict):
-                raise LmtuneError(f"--set {key}: '{part}' is a value, not a section")
-            node = child
-        node[parts[-1]] = parse_value(text)
+        set_key(raw, key.strip(), parse_value(text), f"--set {key}")
     return raw
+
+
+def set_key(raw: dict, key: str, value: Any, where: str) -> None:
+    """Set a dotted key (`training.learning_rate`) in a raw config mapping, creating empty sections."""
+    node = raw
+    *sections, leaf = key.split(".")
+    for part in sections:
+        if node.get(part) is None:  # a section left empty in YAML reads as null
+            node[part] = {}
+        child = node[part]
+        if not isinstance(child, dict):
+            raise LmtuneError(f"{where}: '{part}' is a value, not a section")
+        node = child
+    node[leaf] = value
 
 
 def validate(raw: Any, source: str) -> RunConfig:

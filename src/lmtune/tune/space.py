@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from lmtune.config import RunConfig, validate
+from lmtune.config import RunConfig, set_key, validate
 from lmtune.errors import LmtuneError
 
 TYPES = {
@@ -82,13 +82,7 @@ def apply(raw: dict, values: dict[str, Any]) -> dict:
     """A copy of raw with each dotted key set; sections left null are created."""
     raw = copy.deepcopy(raw)
     for key, value in values.items():
-        node = raw
-        *sections, leaf = key.split(".")
-        for part in sections:
-            if not isinstance(node.get(part), dict):
-                node[part] = {}
-            node = node[part]
-        node[leaf] = value
+        set_key(raw, key, value, f"search.space[{key!r}]")
     return raw
 
 
