@@ -243,9 +243,12 @@ def _tune_process(path, *extra):
 
 def _running_after_a_completed_one(db) -> int | None:
     """Read the study read-only (creating optuna's tables here would race the search's own)."""
+    # a trial counts as running once its worker is named and its values are sampled (named first: a
+    # kill between the two leaves a trial with no values, which is failed and not retried)
     query = (
         "select number, state, exists(select 1 from trial_user_attributes a where a.trial_id = t.trial_id "
-        "and a.key = 'worker') from trials t"
+        "and a.key = 'worker') and exists(select 1 from trial_params p where p.trial_id = t.trial_id) "
+        "from trials t"
     )
     try:
         with contextlib.closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True)) as connection:
