@@ -1,6 +1,6 @@
 """PII scrubbing: recall on planted private data, false positives on clean text, throughput.
 
-    .venv/bin/python bench/pii_recall.py [--per-type 500] [--seed 0]
+    .venv/bin/python bench/pii_recall.py [--per-type 500] [--seed 0] [--numbers 100000] [--baseline REV]
 
 Recall: a seeded synthetic corpus plants one value of a pattern type per row, in varied carrier
 sentences and formats (cards of seven networks and three groupings, IBANs of sixteen countries
@@ -8,13 +8,23 @@ printed and compact, phones of twenty countries in national, international, E.16
 dotted and dashed forms, emails with subdomains and plus-tags, IPv4 and IPv6, SSNs, credential
 URLs of several schemes). A planted value counts as found when one hit of its type covers it.
 Stray hits are hits in that corpus that cover no planted value (carriers hold dates, times,
-prices, order numbers and versions on purpose).
+prices, order numbers and versions on purpose). Phone recall is also shown by written form
+(formatted national, international, E.164, 00-prefixed, bare national digits): only the bare
+form needs a cue word ("phone", "tel.", "fax" ...) before it to be found.
 
-False positives: every hit on real text without private data (SST-2 train sentences, wikitext-2
-valid lines, Alpaca-1k instruction + input + output), per 10k rows by type, with examples so a
-person can judge (Alpaca has a few genuine example phones and emails).
+False positives: every hit on text without private data, per 100,000 texts by type, with
+examples so a person can judge: all of SST-2 (train and dev sentences), all of wikitext-2 (valid,
+test, raw test; non-blank lines), Alpaca-1k instruction + input + output (it has a few genuine
+example phones and emails), and a seeded synthetic set of numbers in prose (populations, prices,
+years, counts, IDs, bare 7- to 11-digit numbers, thousands separators, dates, times, scores, and
+words such as "number" or "mobile" that are also phone cues, before ordinary numbers).
 
-Throughput: rows/s of the default scrubber (all pattern types, replace) on each set, one core.
+Throughput: rows/s of the default scrubber (all pattern types, replace) on each set, one core, best
+of 3 passes over its first 10,000 texts, the versions taken in turns (the machine may be shared:
+compare the columns of one run, not runs).
+
+--baseline REV loads src/lmtune/data/pii.py as it was at git revision REV and prints its figures
+next to the current ones (before/after a change).
 """
 
 from __future__ import annotations
@@ -25,9 +35,12 @@ import ipaddress
 import json
 import random
 import re
+import subprocess
 import sys
 import time
+import types
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 
 import phonenumbers
@@ -321,12 +334,14 @@ def planted_corpus(n_per_type: int = 300, seed: int = 0) -> list[tuple[str, str,
     return rows
 
 
-def recall(rows: list[tuple[str, str, int, int]]) -> tuple[dict[str, float], Counter, list]:
+def recall(
+    rows: list[tuple[str, str, int, int]], find: Callable = find_pii
+) -> tuple[dict[str, float], Counter, list]:
     """Recall per type, stray hits (covering no planted value) by type, and the misses."""
     found, total, stray, misses = Counter(), Counter(), Counter(), []
     for text, ptype, start, end in rows:
         total[ptype] += 1
-        hits = find_pii(text)
+        hits = find(text)
         if any(h.type == ptype and h.start <= start and h.end >= end for h in hits):
             found[ptype] += 1
         else:
@@ -335,16 +350,51 @@ def recall(rows: list[tuple[str, str, int, int]]) -> tuple[dict[str, float], Cou
     return {t: found[t] / total[t] for t in total}, stray, misses
 
 
+PHONE_FORMS = ("formatted national", "international", "E.164", "00-prefixed", "bare national digits")
+_BETWEEN_DIGITS = re.compile(r"[0-9][^0-9]+[0-9]")
+
+
+def phone_form(value: str) -> str:
+    """How a planted phone number is written: one of PHONE_FORMS."""
+    v = value.lstrip("(")
+    if v.startswith("+"):
+        return "international" if _BETWEEN_DIGITS.search(v) else "E.164"
+    if v.startswith("00"):
+        return "00-prefixed"
+    return "formatted national" if _BETWEEN_DIGITS.search(v) else "bare national digits"
+
+
+def phone_recall_by_form(
+    rows: list[tuple[str, str, int, int]], find: Callable = find_pii
+) -> dict[str, tuple[int, int, list[str]]]:
+    """(found, planted, missed values) of the planted phones, by written form."""
+    out = {form: [0, 0, []] for form in PHONE_FORMS}
+    for text, ptype, start, end in rows:
+        if ptype != "phone":
+            continue
+        entry = out[phone_form(text[start:end])]
+        entry[1] += 1
+        if any(h.type == "phone" and h.start <= start and h.end >= end for h in find(text)):
+            entry[0] += 1
+        else:
+            entry[2].append(text)
+    return {form: tuple(v) for form, v in out.items()}
+
+
 def clean_sets(limit: int | None = None) -> dict[str, list[str]]:
     """Real text without private data, by name; sets whose files are absent are left out."""
     sets = {}
-    sst2 = SHARED / "sst2" / "train.tsv"
-    if sst2.exists():
-        with sst2.open(newline="") as f:
-            reader = csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE)
-            next(reader)
-            sets["sst2 train"] = [row[0] for row in reader][:limit]
-    for name, path in [("wikitext2 valid", "tokens/valid.txt"), ("wikitext2 raw test", "raw/wiki.test.raw")]:
+    for name, path in [("sst2 train", "train.tsv"), ("sst2 dev", "dev.tsv")]:
+        if (SHARED / "sst2" / path).exists():
+            with (SHARED / "sst2" / path).open(newline="") as f:
+                reader = csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE)
+                next(reader)
+                sets[name] = [row[0] for row in reader][:limit]
+    for name, path in [
+        ("wikitext2 valid", "tokens/valid.txt"),
+        ("wikitext2 test", "tokens/test.txt"),
+        ("wikitext2 raw test", "raw/wiki.test.raw"),
+    ]:
         if (SHARED / "wikitext2" / path).exists():
             lines = (SHARED / "wikitext2" / path).read_text().splitlines()
             sets[name] = [line for line in lines if line.strip()][:limit]
@@ -357,53 +407,262 @@ def clean_sets(limit: int | None = None) -> dict[str, list[str]]:
     return sets
 
 
-def _rate(texts: list[str], scrub, repeats: int = 3) -> float:
-    """Rows/s of the scrubber on texts, best of `repeats` (the machine is shared)."""
-    best = float("inf")
+def _bare(rng: random.Random) -> str:
+    k = rng.choice([7, 7, 7, 8, 9, 10, 10, 11])
+    if k == 7 and rng.random() < 0.5:  # 100xxxx-449xxxx held the most false phones
+        return str(rng.randrange(1_000_000, 4_500_000))
+    return str(rng.randrange(10 ** (k - 1), 10**k))
+
+
+def _big(rng: random.Random) -> int:
+    k = rng.randrange(4, 11)
+    return rng.randrange(10 ** (k - 1), 10**k)
+
+
+def _year(rng: random.Random) -> int:
+    return rng.randrange(1700, 2031)
+
+
+def _date(rng: random.Random) -> str:
+    y, m, d = _year(rng), rng.randrange(1, 13), rng.randrange(1, 29)
+    return rng.choice(
+        [f"{y}-{m:02d}-{d:02d}", f"{m:02d}/{d:02d}/{y}", f"{d:02d}.{m:02d}.{y}", f"{d}/{m}/{y}"]
+    )
+
+
+_GROUPED = [
+    lambda n: f"{n:,}",  # 3,100,000
+    lambda n: f"{n:,}".replace(",", " "),  # 3 100 000
+    lambda n: f"{n:,}".replace(",", "."),  # 3.100.000
+    lambda n: f"{n:,}".replace(",", "\u00a0"),  # 3 100 000 with non-breaking spaces
+    lambda n: f"{n:,}".replace(",", " @,@ "),  # wikitext's tokens
+]
+
+# kind -> sentence makers; every kind holds numbers only, no private data.
+NUMBER_SENTENCES: dict[str, list[Callable[[random.Random], str]]] = {
+    "bare 7-11 digits": [
+        lambda r: f"the total was {_bare(r)} in {_year(r)}",
+        lambda r: f"it costs {_bare(r)} dollars",
+        lambda r: f"population {_bare(r)}",
+        lambda r: f"{_bare(r)} people voted, {_bare(r)} did not",
+        lambda r: f"a {_bare(r)} figure for {_year(r)}",
+        lambda r: f"The city had {_bare(r)} inhabitants ({_year(r)} census).",
+    ],
+    "population": [
+        lambda r: f"The population was {r.choice(_GROUPED)(_big(r))} at the {_year(r)} census.",
+        lambda r: (
+            f"with {r.randrange(1000, 99_999_999)} inhabitants in {_year(r)} and {r.randrange(1000, 9_999_999)} in {_year(r)}"
+        ),
+    ],
+    "price": [
+        lambda r: (
+            f"It costs ${r.choice(_GROUPED)(_big(r))}.{r.randrange(100):02d} or €{r.randrange(10, 99_999_999)}"
+        ),
+        lambda r: (
+            f"sold for {r.randrange(100_000, 9_999_999_999)} USD ({r.randrange(1, 99)}% off) in {_year(r)}"
+        ),
+        lambda r: f"a budget of {r.choice(_GROUPED)(_big(r))} pounds",
+    ],
+    "years": [
+        lambda r: (
+            f"from {_year(r)} to {_year(r)}, then {_year(r)} – {_year(r)} and {_year(r)}-{r.randrange(10, 99)}"
+        ),
+        lambda r: f"in {_year(r)} {_year(r)} {_year(r)} and {_year(r)}/{_year(r)}",
+    ],
+    "counts": [
+        lambda r: (
+            f"{r.randrange(1, 10**8)} copies sold, {r.randrange(1, 10**6)} returned, {r.randrange(1, 10**4)} lost"
+        ),
+        lambda r: (
+            f"scored {r.randrange(100)} points, {r.randrange(10**6, 10**9)} views and {r.randrange(10**5, 10**8)} likes"
+        ),
+    ],
+    "ids": [
+        lambda r: f"order #{r.randrange(10**6, 10**11)} (ticket {r.randrange(10**6, 10**10)}) shipped",
+        lambda r: f"ID {r.randrange(10**6, 10**10)}, ref {r.randrange(10**6, 10**10)}",
+        lambda r: (
+            f"invoice {r.randrange(10**5, 10**7)}-{r.randrange(10**2, 10**5)} and case {_year(r)}-{r.randrange(10**5, 10**7)}"
+        ),
+        lambda r: (
+            f"ISBN 978-{r.randrange(10)}-{r.randrange(10, 99)}-{r.randrange(100000, 999999)}-{r.randrange(10)}"
+        ),
+    ],
+    "grouped thousands": [
+        lambda r: (
+            f"{r.choice(_GROUPED)(r.randrange(10**6, 10**10))} and {r.choice(_GROUPED)(r.randrange(10**6, 10**10))}"
+        ),
+    ],
+    "dates and times": [
+        lambda r: f"on {_date(r)} at {r.randrange(24):02d}:{r.randrange(60):02d}:{r.randrange(60):02d}",
+        lambda r: f"between {_date(r)} and {_date(r)}, {r.randrange(1, 13)}.{r.randrange(60):02d} pm",
+        lambda r: (
+            f"{_year(r)}{r.randrange(1, 13):02d}{r.randrange(1, 29):02d} {r.randrange(24):02d}{r.randrange(60):02d}"
+        ),
+    ],
+    "scores and ranges": [
+        lambda r: (
+            f"won {r.randrange(10)}–{r.randrange(10)}, a {r.randrange(60, 130)}-{r.randrange(60, 130)} win"
+        ),
+        lambda r: (
+            f"pages {(a := r.randrange(10, 99_999))}-{a + r.randrange(1, 99)}, {r.randrange(100)} - {r.randrange(100)}"
+        ),
+        lambda r: (
+            f"coordinates {r.uniform(-90, 90):.6f}, {r.uniform(-180, 180):.6f}; ratio {r.random():.10f}"
+        ),
+    ],
+    "cue word, ordinary number": [
+        lambda r: f"the number of voters was {_bare(r)}",
+        lambda r: f"a mobile network with {_bare(r)} subscribers",
+        lambda r: f"the cell count reached {_bare(r)} per ml",
+        lambda r: f"a so-called {_bare(r)} rule",
+        lambda r: f"contact lenses: {_bare(r)} sold",
+        lambda r: f"the phone maker shipped {_bare(r)} units in {_year(r)}",
+    ],
+}
+
+
+def numbers_in_prose(n: int = 100_000, seed: int = 0) -> list[tuple[str, str]]:
+    """(kind, sentence): n seeded sentences full of ordinary numbers and no private data."""
+    rng = random.Random(seed)
+    kinds = list(NUMBER_SENTENCES)
+    rows = []
+    for _ in range(n):
+        kind = rng.choice(kinds)
+        rows.append((kind, rng.choice(NUMBER_SENTENCES[kind])(rng)))
+    return rows
+
+
+def load_baseline(rev: str) -> types.ModuleType:
+    """src/lmtune/data/pii.py as it was at git revision `rev`, as a module."""
+    source = subprocess.run(
+        ["git", "-C", str(ROOT), "show", f"{rev}:src/lmtune/data/pii.py"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    module = types.ModuleType("pii_baseline")
+    sys.modules[module.__name__] = module  # dataclasses look their module up
+    exec(compile(source, f"{rev}:src/lmtune/data/pii.py", "exec"), module.__dict__)
+    return module
+
+
+def _rates(texts: list[str], scrubbers: list, repeats: int = 3) -> list[float]:
+    """Rows/s of each scrubber on texts, best of `repeats` passes taken in turns (the machine is
+    shared: a slow spell then hits every scrubber alike)."""
+    best = [float("inf")] * len(scrubbers)
     for _ in range(repeats):
-        t0 = time.perf_counter()
-        scrub_texts(texts, scrub)
-        best = min(best, time.perf_counter() - t0)
-    return len(texts) / best
+        for i, scrub in enumerate(scrubbers):
+            t0 = time.perf_counter()
+            scrub_texts(texts, scrub)
+            best[i] = min(best[i], time.perf_counter() - t0)
+    return [len(texts) / b for b in best]
+
+
+def _false_hits(texts: list[str], scrub, find) -> tuple[Counter, list, list[int]]:
+    """Hit counts by type, (type, value, context) examples and indices of the texts hit."""
+    out, counts = scrub_texts(texts, scrub)
+    examples, rows_hit = [], []
+    for i, (text, scrubbed) in enumerate(zip(texts, out, strict=True)):
+        if scrubbed != text:
+            rows_hit.append(i)
+            for h in find(text):
+                examples.append((h.type, h.value, text[max(0, h.start - 30) : h.end + 30].replace("\n", " ")))
+    return counts, examples, rows_hit
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--per-type", type=int, default=500)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--numbers", type=int, default=100_000, help="sentences in the numbers-in-prose set")
+    parser.add_argument("--baseline", metavar="REV", help="also measure pii.py as of this git revision")
     parser.add_argument("--examples", type=int, default=8, help="false-positive examples shown per set")
     args = parser.parse_args()
 
+    versions = {"now": (make_scrubber(), find_pii)}
+    if args.baseline:
+        old = load_baseline(args.baseline)
+        versions[args.baseline] = (old.make_scrubber(), old.find_pii)
+    names = list(versions)
+    cols = lambda fmt, values: " ".join(format(v, fmt) for v in values)  # noqa: E731
+
     rows = planted_corpus(args.per_type, args.seed)
-    rates, stray, misses = recall(rows)
-    scrub = make_scrubber()
+    results = {v: recall(rows, find) for v, (_, find) in versions.items()}
     print(f"Recall on the planted corpus ({args.per_type} per type, seed {args.seed}), default scrubber:")
-    print(f"  {'type':<16} {'recall':>7} {'stray hits':>11} {'rows/s':>9}")
+    print(
+        f"  {'type':<16} "
+        + cols(">12", [f"recall {v}"[:12] for v in names])
+        + "  stray hits "
+        + cols(">6", names)
+    )
     for t in PATTERN_TYPES:
-        texts = [r[0] for r in rows if r[1] == t]
-        print(f"  {t:<16} {rates[t]:>7.3f} {stray[t]:>11} {_rate(texts, scrub):>9.0f}")
-    print(f"  {'all':<16} {'':>7} {sum(stray.values()):>11} {_rate([r[0] for r in rows], scrub):>9.0f}")
+        print(
+            f"  {t:<16} "
+            + cols(">12.3f", [results[v][0][t] for v in names])
+            + "             "
+            + cols(">6", [results[v][1][t] for v in names])
+        )
+    rates, stray, misses = results["now"]
     for ptype, value, text, hits in misses[:10]:
         print(f"  missed {ptype}: {value!r} in {text!r}; hits {[(h.type, h.value) for h in hits]}")
 
-    print("\nHits on clean text (no private data planted), per 10k rows:")
-    print(f"  {'set':<20} {'rows':>6} " + " ".join(f"{t[:6]:>6}" for t in PATTERN_TYPES) + f" {'rows/s':>9}")
-    examples = []
-    for name, texts in clean_sets().items():
-        counts = Counter()
-        for text in texts:
-            for h in find_pii(text):
-                counts[h.type] += 1
-                context = text[max(0, h.start - 30) : h.end + 30].replace("\n", " ")
-                examples.append((name, h.type, h.value, context))
-        per10k = " ".join(f"{counts[t] * 1e4 / len(texts):>6.1f}" for t in PATTERN_TYPES)
-        print(f"  {name:<20} {len(texts):>6} {per10k} {_rate(texts, scrub):>9.0f}")
-    print("\nHits on clean text, to judge (set, type, value, context):")
-    shown = Counter()
-    for name, ptype, value, context in examples:
-        if shown[name] < args.examples:
-            shown[name] += 1
-            print(f"  [{name}] {ptype} {value!r}: ...{context}...")
+    by_form = {v: phone_recall_by_form(rows, find) for v, (_, find) in versions.items()}
+    print("\nPlanted phones by written form:")
+    print(f"  {'form':<22} {'planted':>7} " + cols(">12", [f"recall {v}"[:12] for v in names]))
+    for form in PHONE_FORMS:
+        found = [by_form[v][form][0] / max(1, by_form[v][form][1]) for v in names]
+        print(f"  {form:<22} {by_form['now'][form][1]:>7} " + cols(">12.3f", found))
+    for form in PHONE_FORMS:
+        for text in by_form["now"][form][2][:3]:
+            print(f"  missed ({form}): {text!r}")
+
+    sets = clean_sets()
+    prose = numbers_in_prose(args.numbers, args.seed)
+    sets["numbers in prose"] = [text for _, text in prose]
+    groups = {
+        "sst2 (all)": [n for n in sets if n.startswith("sst2")],
+        "wikitext2 (all)": [n for n in sets if n.startswith("wikitext2")],
+    }
+    print("\nFalse hits on text without private data, per 100,000 texts (all types; phone; rows/s):")
+    print(
+        f"  {'set':<20} {'texts':>7} "
+        + " ".join(f"{'hits ' + v:>12} {'/100k':>7} {'phone/100k':>10} {'rows/s':>7}" for v in names)
+    )
+    measured = {v: {} for v in names}
+    for name, texts in sets.items():
+        line = f"  {name:<20} {len(texts):>7} "
+        rates = _rates(texts[:10_000], [scrub for scrub, _ in versions.values()])
+        for (v, (scrub, find)), rate in zip(versions.items(), rates, strict=True):
+            measured[v][name] = counts, _, _ = _false_hits(texts, scrub, find)
+            total = sum(counts.values())
+            line += f"{total:>12} {total * 1e5 / len(texts):>7.1f} {counts['phone'] * 1e5 / len(texts):>10.1f} {rate:>7.0f} "
+        print(line.rstrip())
+    for group, members in groups.items():
+        n = sum(len(sets[m]) for m in members)
+        line = f"  {group:<20} {n:>7} "
+        for v in names:
+            total = sum(sum(measured[v][m][0].values()) for m in members)
+            phone = sum(measured[v][m][0]["phone"] for m in members)
+            line += f"{total:>12} {total * 1e5 / max(1, n):>7.1f} {phone * 1e5 / max(1, n):>10.1f} {'':>7} "
+        print(line.rstrip())
+
+    print("\nFalse hits by type (per 100,000 texts):")
+    for v in names:
+        for name, texts in sets.items():
+            counts = measured[v][name][0]
+            if counts:
+                by_type = ", ".join(f"{t} {c * 1e5 / len(texts):.1f}" for t, c in counts.most_common())
+                print(f"  [{v}] {name}: {by_type}")
+    for v in names:
+        by_kind = Counter(prose[i][0] for i in measured[v]["numbers in prose"][2])
+        hit = ", ".join(f"{k} {c}" for k, c in by_kind.most_common()) or "none"
+        print(f"  [{v}] numbers in prose, texts hit by kind of sentence: {hit}")
+
+    print("\nFalse hits, to judge (version, set, type, value, context):")
+    for v in names:
+        for name in sets:
+            for ptype, value, context in measured[v][name][1][: args.examples]:
+                print(f"  [{v}] [{name}] {ptype} {value!r}: ...{context}...")
 
 
 if __name__ == "__main__":

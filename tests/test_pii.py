@@ -4,6 +4,7 @@ real text, and one-line errors naming the allowed values."""
 
 from __future__ import annotations
 
+import random
 import sys
 import types
 from collections import Counter
@@ -19,7 +20,14 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared" / "data"
 sys.path.insert(0, str(REPO / "bench"))
 
-from pii_recall import clean_sets, planted_corpus, recall  # noqa: E402
+from pii_recall import (  # noqa: E402
+    PHONE_FORMS,
+    clean_sets,
+    numbers_in_prose,
+    phone_recall_by_form,
+    planted_corpus,
+    recall,
+)
 
 TYPICAL = [
     ("email", "Mail bob.smith+news@mail.example.co.uk today.", "Mail <EMAIL> today."),
@@ -93,6 +101,116 @@ def test_ordinary_numbers_are_not_flagged(text):
     assert find_pii(text) == []
 
 
+@pytest.mark.parametrize(
+    "text",
+    [
+        "it costs 1640025 dollars",
+        "population 3100000",
+        "a 1681234 figure",
+        "1690000 people",
+        "3109999 votes",
+        "the total was 2125550187 in 2019",  # a valid US number, but nothing says it is one
+        "order 02079460958 shipped",  # a valid GB number written as bare digits
+    ],
+)
+def test_bare_numbers_in_prose_are_not_phones(text):
+    assert find_pii(text) == []
+
+
+def test_sweep_of_bare_numbers_in_a_sentence_gives_no_phone():
+    """A seeded sample of the 7-digit numbers 100xxxx-449xxxx (the prefixes 164, 168, 169 and 310
+    were the common false phones) and of 8- to 11-digit ones, each alone in a sentence."""
+    rng = random.Random(0)
+    numbers = rng.sample(range(1_000_000, 4_500_000), 3000)
+    numbers += [p * 10_000 + rng.randrange(10_000) for p in (164, 168, 169, 310) for _ in range(250)]
+    numbers += [rng.randrange(10 ** (k - 1), 10**k) for k in (8, 9, 10, 11) for _ in range(250)]
+    scrub = make_scrubber()
+    hits = [n for n in numbers if scrub(f"the total was {n} in 2019")[1]]
+    assert hits == [], f"{len(hits)} of {len(numbers)} bare numbers taken for private data: {hits[:10]}"
+
+
+@pytest.mark.parametrize(
+    ("evidence", "text"),
+    [
+        ("international", "see +12125550187 below"),
+        ("international", "see +1 212 555 0187 below"),
+        ("international", "see 0044 20 7946 0958 below"),
+        ("international", "see 00442079460958 below"),
+        ("international", "see (+44) 20 7946 0958 below"),
+        ("separators", "see (212) 555-0187 below"),
+        ("separators", "see (212)555-0187 below"),
+        ("separators", "see 212-555-0187 below"),
+        ("separators", "see 1-212-555-0187 below"),
+        ("separators", "see 020 7946 0958 below"),
+        ("separators", "see 030/901820 below"),
+        ("separators", "see 01.23.45.67.89 below"),
+        ("separators", "see 98765 43210 below"),
+        ("separators", "see 020\u00a07946\u00a00958 below"),
+        ("cue word", "phone: 2125550187"),
+        ("cue word", "Tel. 02079460958"),
+        ("cue word", "TEL 02079460958"),
+        ("cue word", "call me on 9876543210"),
+        ("cue word", "<a href='tel:2125550187'>"),
+        ("cue word", "Telefon 030901820"),
+        ("cue word", "Handy: 01701234567"),
+        ("cue word", "portable : 0612345678"),
+        ("cue word", "tél. 0123456789"),
+        ("cue word", "my number is 2125550187"),
+        ("cue word", "WhatsApp 9876543210"),
+        ("cue word", "her mobile number is now 07700900123"),
+        ("cue word", "Phone/Fax: 02079460958"),
+        ("cue word", "Phone:\n2125550187"),
+    ],
+)
+def test_phone_evidence_is_found(evidence, text):
+    (hit,) = find_pii(text)
+    assert hit.type == "phone", evidence
+    assert _digits(hit.value) == _digits(text), (evidence, hit)
+
+
+def _digits(s: str) -> str:
+    return "".join(ch for ch in s if ch.isdigit())
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "see 2125550187 below",  # valid US, bare digits, no cue
+        "(2125550187)",
+        "see 02079460958 below",
+        "see 442079460958 below",  # a country code without + is no evidence
+        "the Hotel had 2125550187 guests",  # 'tel' inside a word
+        "the phone maker shipped 2125550187 units",  # a cue word, but not about this number
+        "the number of voters was 2125550187",
+        "a mobile network with 3100000 subscribers",
+        "contact lenses: 1640025 sold",
+        "a so-called 2125550187 rule",
+        "routing number is 021000322",
+        "case 1912-3254138",  # a year and a count, not 1-912-325-4138
+        "2125550187 ext. 12",  # the extension's space is no separator of the number
+        "sold 3100000 mobile phones, 1640025 phones in 2019",  # the cue words come after
+        "mobile phones 3100000 sold",
+    ],
+)
+def test_valid_numbers_without_evidence_are_not_phones(text):
+    assert find_pii(text) == []
+
+
+def test_one_cue_word_covers_a_list_of_numbers():
+    text = "Tel. 2125550187 or 2125550188, fax 02079460958"
+    assert [h.value for h in find_pii(text)] == ["2125550187", "2125550188", "02079460958"]
+
+
+def test_numbers_in_prose_sample():
+    """The synthetic numbers-in-prose set (bench/pii_recall.py): 14,242 phone hits per 100,000
+    before phones needed evidence, 90 after (case numbers like '1743-694768', valid Indian
+    landline groupings, and year lists starting 1800, an Indian toll-free prefix)."""
+    rows = numbers_in_prose(2000, seed=3)
+    hits = [(kind, h.value) for kind, text in rows for h in find_pii(text) if h.type == "phone"]
+    assert all(kind in ("ids", "years", "population") for kind, _ in hits), hits
+    assert len(hits) <= 10, hits
+
+
 def test_overlaps_longest_and_most_specific_wins():
     # A card's digits are not also a phone; an IBAN's digits not also a card.
     assert [h.type for h in find_pii("pay 4111 1111 1111 1111 or DE89 3704 0044 0532 0130 00")] == [
@@ -146,17 +264,28 @@ def test_recall_on_planted_corpus():
     rows = planted_corpus(300, seed=1)
     assert Counter(r[1] for r in rows) == Counter({t: 300 for t in PATTERN_TYPES})
     rates, stray, misses = recall(rows)
-    assert all(rates[t] >= 0.98 for t in PATTERN_TYPES), (rates, misses[:5])
+    assert all(rates[t] >= 0.98 for t in PATTERN_TYPES if t != "phone"), (rates, misses[:5])
     assert sum(stray.values()) <= 3, stray
+    # Every phone written with evidence is found; bare national digits only after a cue word.
+    by_form = phone_recall_by_form(rows)
+    for form in PHONE_FORMS[:-1]:
+        found, planted, missed = by_form[form]
+        assert planted >= 10 and found == planted, (form, missed[:5])
+    found, planted, missed = by_form["bare national digits"]
+    assert planted >= 5 and 0 < found < planted, by_form["bare national digits"]
+    assert rates["phone"] >= 0.95, rates
 
 
 def test_false_positives_on_real_text():
     sets = clean_sets(limit=5000)
     if "sst2 train" not in sets or "wikitext2 valid" not in sets:
         pytest.skip(f"shared data not found under {SHARED}")
-    # Measured with bench/pii_recall.py: 0 hits in all 67,349 SST-2 sentences, 0 in wikitext-2.
-    for name in ("sst2 train", "wikitext2 valid", "wikitext2 raw test"):
-        hits = [(h.type, h.value) for text in sets.get(name, []) for h in find_pii(text)]
+    # Measured with bench/pii_recall.py: 0 hits in all 68,221 SST-2 sentences (train and dev) and
+    # in all 8,243 wikitext-2 lines (valid, test, raw test), before and after phones needed evidence.
+    names = [n for n in sets if n.startswith(("sst2", "wikitext2"))]
+    assert len(names) >= 3, names
+    for name in names:
+        hits = [(h.type, h.value) for text in sets[name] for h in find_pii(text)]
         assert hits == [], (name, hits[:10])
 
 

@@ -7,6 +7,14 @@ SSN ranges, `phonenumbers` validity for phones), which is what keeps false posit
 ordinary text full of years, prices, dates and version numbers. Each check runs only when a cheap
 pre-check on the row (an '@', a digit, enough digits) says it could match: this runs on every row.
 
+A valid number is not enough for a phone: about 1 in 300 plain 7-digit numbers (1640025, 3100000;
+1 in 80 of 100xxxx-449xxxx) and 4 in 5 plain 10-digit ones are valid in a default region. A phone
+also needs evidence that it is one: written internationally (a leading + or 00 and the country
+code), or with separators (space, dash, dot, slash, brackets) between its digits, grouped as its
+country writes them, or a cue word just before it ("phone", "tel.", "call me on", "mobile number
+is", "Telefon", "portable", a tel: URI; only connecting words, punctuation and other numbers may
+come between the cue and the number, within 32 characters).
+
 Each hit becomes a typed placeholder (`<EMAIL>`, `<PHONE>`, `<CARD>`, `<IBAN>`, `<IP>`, `<SSN>`,
 `<PERSON>`); for URL credentials only the `user:password` part is replaced, so
 `https://bob:s3cret@host/x` becomes `https://<URL_CREDENTIALS>@host/x` and the URL stays readable.
@@ -16,9 +24,13 @@ Overlaps: URL credentials beat everything (an email regex would otherwise eat `p
 the user name), then the checksum- or structure-verified types (IBAN, card, SSN, email, IP) beat
 phone and person, and within a tier the longer hit wins (an IBAN over the card-like digits in it).
 
-Not covered: phone numbers without an area code (555-0187) or with letters (1-800-FLOWERS), SSNs
-written without dashes, IBANs of countries outside the SWIFT registry, a token alone before '@'
-in a URL (https://TOKEN@host: no ':'), names without a recogniser.
+Not covered: phone numbers without an area code (555-0187) or with letters (1-800-FLOWERS), phone
+numbers written as bare national digits (2125550187, 02079460958, 442079460958) with no cue word
+just before them (they cannot be told from an amount, a count or an ID: a bare 10-digit number is
+no longer found on its own), a cue further away ("call me tomorrow at 2125550187"), SSNs written
+without dashes, IBANs of countries outside the SWIFT registry, a token alone before '@' in a URL
+(https://TOKEN@host: no ':'), names without a recogniser. A number that is grouped like a phone
+of a default region is still taken for one ('1743-694768', an Indian landline grouping).
 """
 
 from __future__ import annotations
@@ -78,6 +90,22 @@ _IPV6 = re.compile(
 _PHONE_RUN = re.compile(r"(?:\+|\()?[0-9][0-9 ()./\u00a0\u2010-\u2015-]*[0-9]\)?")
 _AT_LEAST_7_DIGITS = re.compile(r"(?:[^0-9]*[0-9]){7}")
 _LENIENCY = phonenumbers.Leniency.STRICT_GROUPING  # valid, and grouped as the country writes it
+# Evidence that a valid number is a phone: phone punctuation between two of its digits (the
+# extension, from the first other character on, left out), or a cue word close before it followed
+# only by connecting words, punctuation and other numbers ("phone number is now", "call me on",
+# "Tel.:", "Tel. 2125550187 or ").
+_SEPARATED = re.compile(r"[0-9][ ()./\u00a0\u2010-\u2015-]+[0-9]")
+_EXTENSION = re.compile(r"[^0-9 ()./\u00a0\u2010-\u2015+-]")
+_CUE_WINDOW = 32  # characters before the number that the cue and what follows it must fit in
+_CUE = re.compile(
+    r"\b(?:(?:tele)?phone(?:number)?|tel|t[ée]l[ée]phone|t[ée]l|telefon(?:nummer)?|mobile?(?:nummer)?|mob"
+    r"|cell(?:phone)?|fax(?:nummer)?|call(?:\s+(?:me|us))?|ring(?:\s+(?:me|us))?|text\s+(?:me|us)|sms"
+    r"|whats\s?app|contact|dial|hotline|helpline|handy(?:nummer)?|portable|reach\s+(?:me|us)"
+    r"|(?:my|our|your|his|her|their)\s+number|(?:meine|unsere)\s+nummer|(?:mon|notre)\s+num[ée]ro)\b"
+    r"(?:[\s.:#=()/,>+0-9\u2013\u2014-]|\b(?:is|was|now|me|us|on|at|to|or|and|the|a|my|our|your|number|no|nr"
+    r"|num|please|directly|line|home|work|office|mobile|cell|fax|phone|tel|ist|unter|est|au|de)\b)*$",
+    re.IGNORECASE,
+)
 # A decimal (0.63636363636), a range (18755-18761) or a difference (1971 – 2000): numbers, though
 # phonenumbers accepts them as a phone number somewhere.
 _DECIMAL = re.compile(r"(?:0|[1-9][0-9]*)\.[0-9]+")
@@ -193,29 +221,36 @@ def _find_ips(text: str) -> list[Hit]:
 
 
 def _find_phones(text: str, regions: Sequence[str]) -> list[Hit]:
-    """Phone numbers valid in one of `regions` (or in any country when written with + or 00).
+    """Phone numbers valid in one of `regions` (or in any country when written with + or 00) and
+    with evidence that they are phones (`_has_evidence`).
 
     The matcher runs on each run of digits and phone punctuation (plus one character either
     side, which it checks for letters and currency signs) rather than on the whole row, and tries
-    the next region only while digits of the run are left unmatched.
+    the next region only while digits of the run are left unmatched. A run of bare digits with no
+    cue word before it cannot hold a phone with evidence, so it never reaches the matcher.
     """
     hits: list[Hit] = []
     for run in _PHONE_RUN.finditer(text):
         if not _AT_LEAST_7_DIGITS.match(run.group()) or _number_like(run.group()):
             continue
+        if not (_written_international(run.group()) or _SEPARATED.search(run.group())) and not _cue_before(
+            text, run.start()
+        ):
+            continue
         lo, hi = max(0, run.start() - 1), min(len(text), run.end() + 1)
         window = text[lo:hi]
         n_digits = len(_DIGIT.findall(run.group()))
-        spans: list[tuple[int, int]] = []
-        found: list[tuple[int, int]] = []
+        spans: list[tuple[int, int, phonenumbers.PhoneNumber]] = []
+        found: list[tuple[int, int, phonenumbers.PhoneNumber]] = []
         for region in regions or ("ZZ",):  # ZZ: no national formats, only numbers written with +
             spans += [
-                (m.start, m.end) for m in phonenumbers.PhoneNumberMatcher(window, region, leniency=_LENIENCY)
+                (m.start, m.end, m.number)
+                for m in phonenumbers.PhoneNumberMatcher(window, region, leniency=_LENIENCY)
             ]
             found = _longest_first(spans)
-            if sum(len(_DIGIT.findall(window[s:e])) for s, e in found) >= n_digits:
+            if sum(len(_DIGIT.findall(window[s:e])) for s, e, _ in found) >= n_digits:
                 break
-        for s, e in found:
+        for s, e, number in found:
             value = window[s:e]
             if value.startswith("(") and ")" not in value:  # '(800.537.4941)': keep the brackets
                 s, value = s + 1, value[1:]
@@ -225,16 +260,51 @@ def _find_phones(text: str, regions: Sequence[str]) -> list[Hit]:
                 _AT_LEAST_7_DIGITS.match(value)
                 and not _number_like(value)
                 and len(set(_DIGIT.findall(value))) > 1
+                and _has_evidence(value, number, text, lo + s)
             ):
                 hits.append(Hit("phone", lo + s, lo + e, value))
     return hits
 
 
-def _longest_first(spans: list[tuple[int, int]]) -> list[tuple[int, int]]:
-    kept: list[tuple[int, int]] = []
-    for s, e in sorted(spans, key=lambda span: span[0] - span[1]):
-        if all(e <= ks or s >= ke for ks, ke in kept):
-            kept.append((s, e))
+def _written_international(value: str) -> bool:
+    value = value.lstrip("(")
+    return value.startswith(("+", "00"))
+
+
+def _has_evidence(value: str, number: phonenumbers.PhoneNumber, text: str, start: int) -> bool:
+    """A valid number is a phone only when written internationally (+, or 00 and the country
+    code), with separators between its digits (the matcher's STRICT_GROUPING has checked that
+    they group it as its country does, and a country code written without + must be set off:
+    '1-912-325-4138', not '1912-3254138', a year and a count), or after a cue word."""
+    core = _EXTENSION.split(value.lstrip("("), 1)[0]  # the extension left out
+    if core.startswith("+"):
+        return True
+    digits = "".join(_DIGIT.findall(core))
+    cc = str(number.country_code)
+    if core.startswith("00") and digits[2:].startswith(cc):
+        return True
+    if _SEPARATED.search(core):
+        if digits != cc + phonenumbers.national_significant_number(number):
+            return True
+        after_cc = [i for i, ch in enumerate(core) if ch.isdigit()][len(cc) - 1] + 1
+        if not core[after_cc].isdigit():
+            return True
+    return _cue_before(text, start)
+
+
+def _cue_before(text: str, start: int) -> bool:
+    """A cue word ("phone", "tel", "call me on" ...) in the characters just before `start`,
+    followed only by connecting words and punctuation."""
+    return _CUE.search(text, max(0, start - _CUE_WINDOW), start) is not None
+
+
+def _longest_first(
+    spans: list[tuple[int, int, phonenumbers.PhoneNumber]],
+) -> list[tuple[int, int, phonenumbers.PhoneNumber]]:
+    kept: list[tuple[int, int, phonenumbers.PhoneNumber]] = []
+    for s, e, number in sorted(spans, key=lambda span: span[0] - span[1]):
+        if all(e <= ks or s >= ke for ks, ke, _ in kept):
+            kept.append((s, e, number))
     return kept
 
 
@@ -334,9 +404,7 @@ def _find(text: str, types: frozenset[str], phone_regions: Sequence[str]) -> lis
             hits += _find_ips(text)
         if "phone" in types and _AT_LEAST_7_DIGITS.match(text):
             # Phones never beat the hits so far, so their digits are hidden from the slow matcher.
-            masked = text
-            for h in hits:
-                masked = masked[: h.start] + "\0" * (h.end - h.start) + masked[h.end :]
+            masked = _masked(text, hits)
             if masked is text or _AT_LEAST_7_DIGITS.match(masked):
                 hits += _find_phones(masked, phone_regions)
     if "person" in types:
@@ -349,6 +417,20 @@ def _find(text: str, types: frozenset[str], phone_regions: Sequence[str]) -> lis
         if all(h.end <= k.start or h.start >= k.end for k in kept):
             kept.append(h)
     return sorted(kept, key=lambda h: h.start)
+
+
+def _masked(text: str, hits: list[Hit]) -> str:
+    """`text` with the hits' characters replaced by NULs, built in one pass (hits may overlap)."""
+    if not hits:
+        return text
+    parts, pos = [], 0
+    for h in sorted(hits, key=lambda h: h.start):
+        start = max(pos, h.start)
+        if h.end > start:
+            parts += [text[pos:start], "\0" * (h.end - start)]
+            pos = h.end
+    parts.append(text[pos:])
+    return "".join(parts)
 
 
 def find_pii(
