@@ -111,8 +111,9 @@ def gguf_to_hf(gguf_path: Path, name: str) -> Path:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     with _built_in_place(target) as tmp:
-        tokenizer = AutoTokenizer.from_pretrained(str(gguf_path.parent), gguf_file=gguf_path.name)
-        model = AutoModelForCausalLM.from_pretrained(str(gguf_path.parent), gguf_file=gguf_path.name)
+        source = {"gguf_file": gguf_path.name, "trust_remote_code": False}
+        tokenizer = AutoTokenizer.from_pretrained(str(gguf_path.parent), **source)
+        model = AutoModelForCausalLM.from_pretrained(str(gguf_path.parent), **source)
         # transformers marks GGUF-loaded models as quantized; they are plain fp32 after dequantizing.
         model.hf_quantizer = None
         model.is_quantized = False

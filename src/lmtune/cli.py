@@ -15,7 +15,7 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-from lmtune.errors import LmtuneError  # noqa: E402
+from lmtune.errors import Interrupted, LmtuneError, as_flags, machine_failure  # noqa: E402
 
 # headline columns of a results table: classification scores, or language-model ones
 COLUMNS = [
@@ -52,19 +52,25 @@ def cmd_train(args) -> int:
 
 
 def _train(config, *, resume: bool, overwrite: bool) -> int:
-    from lmtune.runs import final_dir, open_run
+    from lmtune.runs import claim, final_dir, open_run
     from lmtune.tasks import recipe
 
-    if config.training.cv_folds:  # k runs in one directory: folds/fold-N, cv_metrics.json, report.html
-        from lmtune.cv import cross_validate, format_summary
+    if config.training.cv_folds:
+        from lmtune.cv import check_flags
 
-        print("\n" + format_summary(cross_validate(config, resume=resume, overwrite=overwrite)))
-        print(f"\nrun directory: {final_dir(config)}\nreport: {final_dir(config) / 'report.html'}")
-        return 0
-    task = recipe(config.task)
-    prepared = task.prepare(config)
-    with open_run(config, resume=resume, overwrite=overwrite) as run_dir:
-        metrics = task.train(config, prepared, run_dir, resume=resume)
+        check_flags(config, resume)
+    # the name is held, and every refusal made, before the data pipeline and the model load
+    with claim(config, resume=resume, overwrite=overwrite):
+        if config.training.cv_folds:  # k runs in one directory: folds/fold-N, cv_metrics.json, report.html
+            from lmtune.cv import cross_validate, format_summary
+
+            print("\n" + format_summary(cross_validate(config, resume=resume, overwrite=overwrite)))
+            print(f"\nrun directory: {final_dir(config)}\nreport: {final_dir(config) / 'report.html'}")
+            return 0
+        task = recipe(config.task)
+        prepared = task.prepare(config)
+        with open_run(config, resume=resume, overwrite=overwrite) as run_dir:
+            metrics = task.train(config, prepared, run_dir, resume=resume)
     print(f"\nTest split ({metrics['rows']['test']} examples):")
     print(format_table(metrics["test"]))
     print(f"\nrun directory: {final_dir(config)}\nreport: {final_dir(config) / 'report.html'}")
@@ -80,36 +86,47 @@ def cmd_tune(args) -> int:
 
 
 def cmd_quickstart(args) -> int:
+    """The bundled demo. Its default name never replaces a run: a taken name becomes quickstart-2, -3, …;
+    a name the user chose (--set output.name=…) is refused like `train` does, unless --overwrite."""
     from lmtune.config import load_config
+    from lmtune.runs import final_dir, partial_dir
 
     with resources.as_file(resources.files("lmtune") / "quickstart.yaml") as path:
         config = load_config(path, args.set)
-    return _train(config, resume=False, overwrite=True)
+    named = any(item.split("=", 1)[0].strip() == "output.name" for item in args.set)
+    if not named and not args.overwrite:
+        base, n = config.output.name, 1
+        while final_dir(config).exists() or partial_dir(config).exists():
+            n += 1
+            config.output.name = f"{base}-{n}"
+        if n > 1:
+            print(f"{Path(config.output.dir) / base} exists: this run goes to {final_dir(config)}")
+    return _train(config, resume=False, overwrite=args.overwrite)
 
 
 def _task_of(run_dir: Path):
     from lmtune.runs import read_run
-    from lmtune.tasks import TASKS, recipe
+    from lmtune.tasks import recipe
 
-    task = read_run(run_dir)["task"]
-    if task not in TASKS:
-        raise LmtuneError(
-            f"{run_dir}: made by task '{task}', which this lmtune does not have ({', '.join(TASKS)})"
-        )
-    return recipe(task)
+    return recipe(read_run(run_dir)["task"])
+
+
+def _reader(args) -> dict:
+    """How to read --data: the reader flags, as the data.* keys they stand for."""
+    return {
+        "text_column": args.text_column,
+        "label_column": args.label_column,
+        "separator": args.separator,
+        "encoding": args.encoding,
+        "columns": [c.strip() for c in args.columns.split(",")] if args.columns else None,
+    }
 
 
 def cmd_eval(args) -> int:
     run_dir = Path(args.run_dir)
     task = _task_of(run_dir)
-    metrics = task.evaluate(
-        run_dir,
-        args.data,
-        text_column=args.text_column,
-        label_column=args.label_column,
-        separator=args.separator,
-        encoding=args.encoding,
-    )
+    with as_flags(READER_FLAGS, "eval --data options"):
+        metrics = task.evaluate(run_dir, args.data, **_reader(args))
     print(format_table({"tuned": metrics}))
     if args.output:
         Path(args.output).parent.mkdir(parents=True, exist_ok=True)
@@ -122,17 +139,13 @@ def cmd_compare(args) -> int:
 
     run_dirs = [Path(p) for p in args.run_dirs]
     tasks = {run_dir: _task_of(run_dir) for run_dir in run_dirs}  # each must be a finished run
-    reader = {
-        "text_column": args.text_column,
-        "label_column": args.label_column,
-        "separator": args.separator,
-        "encoding": args.encoding,
-    }
+    reader = _reader(args)
 
     def scorer(run_dir: Path, with_base: bool) -> dict:
         if args.data is None:
             return predictions.load(run_dir)
-        return tasks[run_dir].predictions_on(run_dir, args.data, base=with_base, **reader)
+        with as_flags(READER_FLAGS, "eval --data options"):
+            return tasks[run_dir].predictions_on(run_dir, args.data, base=with_base, **reader)
 
     names = [m.strip() for m in args.metrics.split(",") if m.strip()] if args.metrics else None
     entries = compare.gather(run_dirs, scorer, base=not args.no_base)
@@ -234,12 +247,24 @@ def cmd_data_prepare(args) -> int:
     return 0
 
 
-def _reader_arguments(parser: argparse.ArgumentParser) -> None:
+# the flags that stand for data.* keys when a command reads a file named on its command line
+READER_FLAGS = {
+    "data.text_column": "--text-column",
+    "data.label_column": "--label-column",
+    "data.separator": "--separator",
+    "data.encoding": "--encoding",
+    "data.columns": "--columns",
+}
+
+
+def _reader_arguments(parser: argparse.ArgumentParser, columns: bool = True) -> None:
     """How to read a data file named on the command line (the data.* keys of a config)."""
     parser.add_argument("--text-column")
     parser.add_argument("--label-column")
     parser.add_argument("--separator", help="column separator, e.g. ';' or tab (default from the suffix)")
     parser.add_argument("--encoding", help="default auto: UTF-8, else cp1252/latin-1 with a warning")
+    if columns:
+        parser.add_argument("--columns", help="column names of a file without a header, e.g. text,label")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -318,7 +343,6 @@ def build_parser() -> argparse.ArgumentParser:
         "files", nargs="+", metavar="FILE", help="files, folders saved by datasets, or globs"
     )
     _reader_arguments(inspect)
-    inspect.add_argument("--columns", help="column names of a file without a header, e.g. text,label")
     inspect.add_argument("--format", help="generative record format (default: detected)")
     inspect.add_argument("--model", help="count tokens with this model's tokenizer, e.g. bundled:minilm")
     inspect.add_argument("--near", action="store_true", help="also find near-duplicates (MinHash)")
@@ -336,6 +360,11 @@ def build_parser() -> argparse.ArgumentParser:
         "quickstart", help="fine-tune bundled MiniLM on bundled tweets (2 CPU cores, ~2.5 min)"
     )
     quickstart.add_argument("--set", **overrides)
+    quickstart.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace the run of that name (default: a taken name becomes quickstart-2, -3, …)",
+    )
     quickstart.set_defaults(func=cmd_quickstart)
 
     tune = verbs.add_parser(
@@ -359,7 +388,16 @@ def main(argv: list[str] | None = None) -> int:
         return args.func(args)
     except LmtuneError as error:
         print(f"lmtune: error: {error}", file=sys.stderr)
-        return 2
+        return error.exit_code
+    except KeyboardInterrupt:  # before any run directory existed (reading data, loading the model)
+        print(f"lmtune: error: {Interrupted('interrupted; nothing was written')}", file=sys.stderr)
+        return Interrupted.exit_code
+    except Exception as error:  # the machine, not the input: a full disk, a lost permission
+        line = machine_failure(error)
+        if line is None:
+            raise
+        print(f"lmtune: error: {line}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

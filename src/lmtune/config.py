@@ -5,24 +5,27 @@ Errors come out as one line per problem: the dotted key, the value given and wha
 
 from __future__ import annotations
 
+import stat
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from lmtune.errors import LmtuneError
+from lmtune import yamlfile
+from lmtune.errors import SHOWN, LmtuneError, shorten
 
 
 def _registered(value: str, registry: dict, what: str) -> str:
     """Registry-backed choices: the allowed values are whatever is registered."""
     if value not in registry:
-        raise ValueError(f"unknown {what} '{value}'; allowed: {', '.join(registry)}")
+        raise ValueError(f"unknown {what} {shorten(value)}; allowed: {', '.join(registry)}")
     return value
 
 
 class Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    # NaN and infinity are never a sensible setting (`training.epochs: .inf` would pass `gt=0`)
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
 
 
 class ModelConfig(Section):
@@ -35,12 +38,21 @@ class ModelConfig(Section):
         "auto",
         description="auto: on CPU eager for rows up to 256 tokens, sdpa above (both measured); sdpa on GPU",
     )
+    trust_remote_code: bool = Field(
+        False,
+        description="DANGEROUS: run the Python files a model folder ships (auto_map in its config.json or "
+        "tokenizer_config.json) with your user's rights. Off: such folders are refused. Applies to every "
+        "model the run loads (augmentation models too); only for folders whose code you have read",
+    )
+
+
+SEED = {"ge": 0, "le": 2**32 - 1}  # what numpy, scikit-learn and torch all take
 
 
 class SplitConfig(Section):
     validation: float = Field(0.1, ge=0.0, lt=1.0, description="fraction held out for validation")
     test: float = Field(0.2, ge=0.0, lt=1.0, description="fraction held out for test (when no test file)")
-    seed: int = 42
+    seed: int = Field(42, **SEED)
     method: Literal["hash", "stratified"] = Field(
         "hash",
         description="hash: each row's split follows from a hash of its group (or text) and the seed, so "
@@ -140,7 +152,7 @@ class AugmentConfig(Section):
     balance: Literal["none", "oversample", "weights"] = Field(
         "none", description="classify: repeat rows of small classes, or weight the loss per row"
     )
-    seed: int = 42
+    seed: int = Field(42, **SEED)
 
 
 class DataConfig(Section):
@@ -180,6 +192,13 @@ class DataConfig(Section):
     pii: PiiConfig = PiiConfig()
     leakage: LeakageConfig = LeakageConfig()
     augment: AugmentConfig = AugmentConfig()
+
+    @field_validator("train", "validation", "test")
+    @classmethod
+    def _some_file(cls, value: str | list[str] | None) -> str | list[str] | None:
+        if value is not None and (value in ("", []) or (isinstance(value, list) and "" in value)):
+            raise ValueError("must name a file, a glob or a list of them (not empty)")
+        return value
 
     @field_validator("separator")
     @classmethod
@@ -268,7 +287,7 @@ class TrainingConfig(Section):
     step_size: int = Field(100, ge=1, description="scheduler=step: optimizer steps between decays")
     step_gamma: float = Field(0.5, gt=0, le=1, description="scheduler=step: decay factor")
     max_grad_norm: float = Field(1.0, gt=0)
-    seed: int = 42
+    seed: int = Field(42, **SEED)
     precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
         "auto",
         description="auto: bf16 autocast where the hardware has it (AMX/AVX512-BF16 CPUs, recent GPUs)",
@@ -276,7 +295,14 @@ class TrainingConfig(Section):
     group_by_length: bool = Field(True, description="batch texts of similar length to cut padding")
     eval_every: int | None = Field(None, ge=1, description="evaluate every N steps; null = once per epoch")
     logging_steps: int = Field(10, ge=1)
-    save_total_limit: int = Field(2, ge=1, description="checkpoints kept (the best is always kept)")
+    save_total_limit: int = Field(
+        2, ge=1, description="checkpoints kept while training (the best is always kept)"
+    )
+    keep_checkpoints: bool = Field(
+        False,
+        description="keep the best checkpoint (weights only) in the finished run; off: model/ is the one "
+        "copy of the trained weights (a finished run is never resumed)",
+    )
     early_stopping: EarlyStoppingConfig = EarlyStoppingConfig()
     report_to: list[Literal["tensorboard", "mlflow", "wandb"]] = Field(
         ["tensorboard"],
@@ -383,8 +409,25 @@ class OutputConfig(Section):
         if value is None:
             return None
         value = str(value)  # `--set output.name=2024` arrives as an int
-        if value in ("", ".", "..") or "/" in value or "\\" in value or value.startswith("."):
-            raise ValueError("must be one plain folder name (no '/', not empty, not starting with '.')")
+        if (
+            value in ("", ".", "..")
+            or "/" in value
+            or "\\" in value
+            or value.startswith(".")
+            or any(ord(c) < 32 or ord(c) == 127 for c in value)
+            or len(value.encode()) > 200
+        ):
+            raise ValueError(
+                "must be one plain folder name (no '/', no control characters, not empty, not starting "
+                "with '.', at most 200 bytes)"
+            )
+        return value
+
+    @field_validator("dir")
+    @classmethod
+    def _a_folder_path(cls, value: str) -> str:
+        if value == "" or any(ord(c) < 32 for c in value):
+            raise ValueError("must be a folder path (not empty, no control characters)")
         return value
 
 
@@ -406,7 +449,7 @@ class SearchConfig(Section):
     timeout_min: float | None = Field(
         None, gt=0, description="budget per invocation: no new trial starts after this many minutes"
     )
-    seed: int = 0
+    seed: int = Field(0, **SEED)
     pruning: Literal["median", "none"] = Field(
         "median",
         description="median: stop a trial whose validation score is worse than the median at that evaluation",
@@ -506,8 +549,13 @@ class RunConfig(Section):
 # ----------------------------------------------------------------------------------- loading
 
 
-def _describe(error: dict[str, Any], source: str) -> str:
-    key = ".".join(str(part) for part in error["loc"]) or "(top level)"
+def _describe(error: dict[str, Any], source: str, overridden: dict[str, str]) -> str:
+    key = ".".join(str(part) for part in error["loc"])
+    # a value given by --set is named as such, not as the YAML file's
+    source = next(
+        (f"--set {k[:SHOWN]}" for k in overridden if key == k or key.startswith(k + ".")),
+        source,
+    )
     value = error.get("input")
     kind = error["type"]
     message = error["msg"].removeprefix("Value error, ")
@@ -517,7 +565,7 @@ def _describe(error: dict[str, Any], source: str) -> str:
         return f"{source}: missing key '{key}'"
     if not error["loc"]:  # a check across sections names its keys itself
         return f"{source}: {message}"
-    return f"{source}: {key} = {value!r}: {message}"
+    return f"{source}: {key} = {shorten(value)}: {message}"
 
 
 def _mapping(raw: Any, source: str) -> dict:
@@ -533,9 +581,9 @@ def _mapping(raw: Any, source: str) -> dict:
     }
 
 
-def parse_value(text: str) -> Any:
+def parse_value(text: str, where: str = "--set") -> Any:
     """`--set` values are YAML scalars: 3e-5, true, null, [a, b]."""
-    value = yaml.safe_load(text) if text != "" else ""
+    value = yamlfile.loads(text, where, lines=False) if text != "" else ""
     # YAML 1.1 reads "3e-5" as a string; accept it as the float a user means.
     if isinstance(value, str):
         try:
@@ -549,16 +597,22 @@ def apply_overrides(raw: dict, overrides: list[str]) -> dict:
     """Apply `key.sub=value` overrides to the raw config mapping."""
     for item in overrides:
         if "=" not in item:
-            raise LmtuneError(f"--set {item!r}: expected key=value, e.g. training.learning_rate=3e-5")
+            raise LmtuneError(f"--set {shorten(item)}: expected key=value, e.g. training.learning_rate=3e-5")
         key, text = item.split("=", 1)
-        set_key(raw, key.strip(), parse_value(text), f"--set {key}")
+        if not key.strip():
+            raise LmtuneError(f"--set {shorten(item)}: no key before '=', e.g. training.learning_rate=3e-5")
+        where = f"--set {key.strip()[:SHOWN]}"
+        set_key(raw, key.strip(), parse_value(text, where), where)
     return raw
 
 
 def set_key(raw: dict, key: str, value: Any, where: str) -> None:
     """Set a dotted key (`training.learning_rate`) in a raw config mapping, creating empty sections."""
     node = raw
-    *sections, leaf = key.split(".")
+    parts = key.split(".")
+    if not all(parts):
+        raise LmtuneError(f"{where}: {shorten(key)} is not a dotted key such as training.learning_rate")
+    *sections, leaf = parts
     for part in sections:
         if node.get(part) is None:  # a section left empty in YAML reads as null
             node[part] = {}
@@ -569,18 +623,75 @@ def set_key(raw: dict, key: str, value: Any, where: str) -> None:
     node[leaf] = value
 
 
-def validate(raw: Any, source: str) -> RunConfig:
+def _check_values(raw: Any, source: str) -> None:
+    """A NUL character cannot be part of any path or name a run uses: name the key that holds one; and
+    no config nests deeper than a YAML file may (yamlfile.MAX_DEPTH), whoever built it. Iterative, and
+    each container once: a value may hold itself (only Python callers can do that)."""
+    stack: list[tuple[Any, str, int]] = [(raw, "", 0)]
+    seen: set[int] = set()
+    while stack:
+        value, key, depth = stack.pop()
+        if depth > yamlfile.MAX_DEPTH:
+            raise LmtuneError(f"{source}: nested more than {yamlfile.MAX_DEPTH} levels deep")
+        if isinstance(value, str):
+            if "\0" in value:
+                raise LmtuneError(
+                    f"{source}: {shorten(key or '(top level)')[1:-1]}: contains a NUL character"
+                )
+            continue
+        if not isinstance(value, dict | list) or id(value) in seen:
+            continue
+        seen.add(id(value))
+        if isinstance(value, dict):
+            for k, v in value.items():
+                stack.append((k, f"a key in {key or '(top level)'}", depth + 1))
+                stack.append((v, f"{key}.{k}" if key else str(k), depth + 1))
+        else:
+            stack.extend((v, f"{key}[{i}]", depth + 1) for i, v in enumerate(value))
+
+
+def validate(raw: Any, source: str, overridden: dict[str, str] | None = None) -> RunConfig:
     if raw is None:
         raw = {}
     if not isinstance(raw, dict):
         raise LmtuneError(
             f"{source}: expected a mapping of sections (model, data, …), got {type(raw).__name__}"
         )
+    _check_values(raw, source)
     try:
         return RunConfig.model_validate(raw)
     except ValidationError as exc:
-        lines = [_describe(error, source) for error in exc.errors()]
+        errors = exc.errors()
+        lines = [_describe(error, source, overridden or {}) for error in errors[:5]]
+        if len(errors) > 5:
+            lines.append(f"and {len(errors) - 5} more problems")
         raise LmtuneError("; ".join(lines)) from None
+
+
+def read_text(path: Path, what: str = "config file") -> str:
+    """A small text file the user named, or one line saying why it cannot be read (not just 'missing')."""
+    try:
+        info = path.stat()
+    except FileNotFoundError:
+        raise LmtuneError(f"{what} '{path}' does not exist") from None
+    except OSError as exc:  # a symlink loop, a path through a file, permissions
+        raise LmtuneError(f"{what} '{path}': cannot be read ({exc.strerror})") from None
+    if stat.S_ISDIR(info.st_mode):
+        raise LmtuneError(f"{what} '{path}' is a folder; give the YAML file inside it")
+    try:
+        with open(path, "rb") as handle:
+            data = handle.read(yamlfile.MAX_BYTES + 1)
+    except OSError as exc:
+        raise LmtuneError(f"{what} '{path}': cannot be read ({exc.strerror})") from None
+    if len(data) > yamlfile.MAX_BYTES:
+        raise LmtuneError(
+            f"{what} '{path}': more than {yamlfile.MAX_BYTES >> 10} KB; a run config is a few KB"
+        )
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = data[: exc.start].count(b"\n") + 1
+        raise LmtuneError(f"{path}:{line}: not UTF-8 text (byte 0x{data[exc.start]:02x})") from None
 
 
 def load_config(path: str | Path | None, overrides: list[str] | None = None) -> RunConfig:
@@ -590,20 +701,20 @@ def load_config(path: str | Path | None, overrides: list[str] | None = None) -> 
     if path is not None:
         path = Path(path)
         source = str(path)
-        if not path.is_file():
-            raise LmtuneError(f"config file '{path}' does not exist")
-        try:
-            raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-        except yaml.YAMLError as exc:
-            mark = getattr(exc, "problem_mark", None)
-            where = f"{path}:{mark.line + 1}" if mark else str(path)
-            raise LmtuneError(f"{where}: not valid YAML ({getattr(exc, 'problem', exc)})") from None
-        except UnicodeDecodeError:
-            raise LmtuneError(f"{path}: not UTF-8 text") from None
-    raw = apply_overrides(_mapping(raw, source), overrides or [])
-    config = validate(raw, source)
+        raw = yamlfile.loads(read_text(path), source)
+    raw = _mapping(raw, source)
+    overridden = {item.split("=", 1)[0].strip(): item for item in overrides or [] if "=" in item}
+    raw = apply_overrides(raw, overrides or [])
+    config = validate(raw, source, overridden)
     if config.output.name is None:
-        config.output.name = Path(path).stem if path is not None else "quickstart"
+        stem = Path(path).stem if path is not None else "quickstart"
+        try:
+            config.output.name = stem
+        except ValidationError:
+            raise LmtuneError(
+                f"{source}: the file's name {shorten(stem)} cannot name a run folder (output.name: one plain "
+                "folder name, not starting with '.'); set output.name"
+            ) from None
     return config
 
 

@@ -42,17 +42,22 @@ def fold_config(config: RunConfig, fold: int) -> RunConfig:
     return validate(raw, f"training.cv_folds (fold {fold + 1})")
 
 
-def cross_validate(config: RunConfig, *, resume: bool = False, overwrite: bool = False) -> dict:
-    """Train the k folds into one run directory; write cv_metrics.json and report.html; return the summary."""
-    from lmtune.tasks import recipe
-
-    k = config.training.cv_folds
-    if not k:
+def check_flags(config: RunConfig, resume: bool) -> None:
+    """What a cross-validation run refuses up front (before the name is claimed or data read)."""
+    if not config.training.cv_folds:
         raise LmtuneError("training.cv_folds is not set; allowed: 2..20")
     if resume:
         raise LmtuneError(
             "--resume: a cross-validation run (training.cv_folds) cannot be resumed; use --overwrite"
         )
+
+
+def cross_validate(config: RunConfig, *, resume: bool = False, overwrite: bool = False) -> dict:
+    """Train the k folds into one run directory; write cv_metrics.json and report.html; return the summary."""
+    from lmtune.tasks import recipe
+
+    check_flags(config, resume)
+    k = config.training.cv_folds
     task = recipe(config.task)
     configs = [fold_config(config, i) for i in range(k)]
     prepared = task.prepare(configs[0])  # bad data or a broken model fail before any directory exists

@@ -15,9 +15,17 @@ from pathlib import Path
 import torch
 from torch.optim.lr_scheduler import LambdaLR
 from torch.utils.tensorboard import SummaryWriter
-from transformers import EarlyStoppingCallback, PrinterCallback, ProgressCallback, Trainer, TrainingArguments
+from transformers import (
+    EarlyStoppingCallback,
+    PrinterCallback,
+    ProgressCallback,
+    Trainer,
+    TrainerCallback,
+    TrainingArguments,
+)
 from transformers.integrations import TensorBoardCallback
 
+from lmtune import faults
 from lmtune.config import RunConfig
 from lmtune.errors import LmtuneError
 from lmtune.models.loss import labelled_loss
@@ -113,7 +121,13 @@ class LmtuneTrainer(Trainer):
         loss = super().training_step(model, inputs, num_items_in_batch)
         if not torch.isfinite(loss):
             raise divergence_error(self.args, self.state.global_step + 1, loss.item())
+        faults.point("train.step")
         return loss
+
+    def save_model(self, output_dir: str | None = None, _internal_call: bool = False):
+        super().save_model(output_dir, _internal_call)
+        if _internal_call:  # inside a checkpoint: weights written, optimizer and trainer state not yet
+            faults.point("checkpoint.weights")
 
     def create_scheduler(self, num_training_steps: int, optimizer=None):
         if self._step_schedule is None:
@@ -129,6 +143,13 @@ class LmtuneTrainer(Trainer):
         if self.lr_scheduler is None:
             self.lr_scheduler = LambdaLR(optimizer or self.optimizer, factor)
         return self.lr_scheduler
+
+
+class FaultPoints(TrainerCallback):
+    """A whole checkpoint written: where the fault-injection tests kill a run (lmtune.faults)."""
+
+    def on_save(self, args, state, control, **kwargs):
+        faults.point("checkpoint.saved")
 
 
 def training_arguments(
@@ -198,7 +219,8 @@ def build_trainer(
     trackers = tracker_callbacks(config.training.report_to, run_dir)
     if "tensorboard" in config.training.report_to:
         trackers.insert(0, TensorBoardCallback(tb_writer=SummaryWriter(log_dir=str(run_dir / "tb"))))
-    callbacks = [Monitor(), *trackers, *callbacks]  # Monitor first: it adds to the logs the others read
+    # Monitor first: it adds to the logs the others read
+    callbacks = [Monitor(), *trackers, *callbacks, FaultPoints()]
     stopping = config.training.early_stopping
     if has_validation and stopping.patience:
         callbacks.append(

@@ -15,11 +15,11 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import torch
-from tqdm.auto import tqdm
 from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoTokenizer
 
 from lmtune.errors import LmtuneError
 from lmtune.models.load import device as default_device
+from lmtune.progress import progress
 
 OPS = ("deletion", "swap", "synonym")
 BALANCE = ("oversample", "weights")
@@ -195,14 +195,22 @@ def wordnet_lexicon(words: Iterable[str] | None = None) -> dict[str, list[str]]:
 
 def _load(path: str | Path, seq2seq: bool, key: str, device) -> tuple:
     """Tokenizer and fp32 model from a local HF directory, or one line naming the config key."""
+    from lmtune.models.load import check_code, check_weights
+
+    check_code(path)  # augmentation models never run a folder's own code
+    check_weights(path)
     try:
-        encoder_decoder = bool(getattr(AutoConfig.from_pretrained(str(path)), "is_encoder_decoder", False))
+        config = AutoConfig.from_pretrained(str(path), trust_remote_code=False)
+        encoder_decoder = bool(getattr(config, "is_encoder_decoder", False))
         if encoder_decoder != seq2seq:
             kind = "sequence-to-sequence (translation)" if seq2seq else "decoder-only (causal)"
             raise LmtuneError(f"{key}: '{path}' is not a {kind} model")
-        tokenizer = AutoTokenizer.from_pretrained(str(path), padding_side="right" if seq2seq else "left")
+        side = "right" if seq2seq else "left"
+        tokenizer = AutoTokenizer.from_pretrained(str(path), padding_side=side, trust_remote_code=False)
         auto = AutoModelForSeq2SeqLM if seq2seq else AutoModelForCausalLM
-        model = auto.from_pretrained(str(path), dtype=torch.float32)
+        model = auto.from_pretrained(
+            str(path), dtype=torch.float32, trust_remote_code=False, use_safetensors=True
+        )
     except (OSError, ValueError, ImportError) as exc:  # ImportError: e.g. Marian needs sentencepiece
         message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise LmtuneError(f"{key}: cannot load a model from '{path}' ({message})") from None
@@ -221,7 +229,7 @@ def _translate(texts, path, prefix, key, *, batch_size, max_new_tokens, num_beam
     tokenizer, model = _load(path, True, key, device)
     inputs = [prefix + text for text in texts]
     out: list[str] = [""] * len(texts)
-    with tqdm(total=len(texts), desc=desc, unit="text", leave=False) as bar:
+    with progress(len(texts), desc=desc, unit="text") as bar:
         for index in _batches([len(t) for t in inputs], batch_size):
             batch = tokenizer([inputs[i] for i in index], padding=True, truncation=True, return_tensors="pt")
             with torch.inference_mode():
@@ -315,7 +323,7 @@ def paraphrase(
     gpu = [lm.device] if lm.device.type == "cuda" else []
     with (
         torch.random.fork_rng(devices=gpu),
-        tqdm(total=len(texts), desc="paraphrase", unit="text", leave=False) as bar,
+        progress(len(texts), desc="paraphrase", unit="text") as bar,
     ):
         torch.manual_seed(seed)
         for index in _batches([len(p) for p in prompts], batch_size):

@@ -8,7 +8,7 @@ import shutil
 from itertools import islice
 from pathlib import Path
 
-from lmtune import assets
+from lmtune import assets, faults
 from lmtune.config import RunConfig, dump_config, validate
 from lmtune.data.load import ReadOptions, iter_records
 from lmtune.data.pipeline import PreparedData, plan, prepare_data
@@ -17,6 +17,8 @@ from lmtune.data.rows import write_jsonl
 from lmtune.errors import LmtuneError
 from lmtune.evaluate.report import write_report
 from lmtune.models.load import load_tokenizer
+from lmtune.runs import DATA_MARKER as MARKER
+from lmtune.runs import hold, make_partial, publish, recover, remove_partial
 
 
 def _kind(paths: list[Path], options: ReadOptions, label: str) -> str:
@@ -49,6 +51,15 @@ def summary(report: dict, kind: str) -> str:
     """A terminal page: files, steps, bad rows, duplicates, private data, labels, lengths."""
     lines = [f"{f['path']}: read as {f['kind']}, encoding {f['encoding'] or '-'}" for f in report["files"]]
     lines += [f"warning: {f['warning']}" for f in report["files"] if f["warning"]]
+    for f in report["files"]:  # multi-line records: say where every line went, and the longest one
+        n = f.get("lines")
+        if n and n["continuation"]:
+            longest = n["longest_record"]
+            lines.append(
+                f"{f['path']}: {n['physical']} lines = {n['header']} header + {n['blank']} blank + "
+                f"{n['records']} records + {n['continuation']} continuation lines of {n['multiline_records']} "
+                f"multi-line quoted fields (longest: {longest['lines']} lines at {longest['where']})"
+            )
     lines.append(f"records taken as: {'text + label rows' if kind == 'labelled' else 'generative examples'}")
     lines.append("")
     lines.append(f"{'step':<18}{'split':<8}{'rows in':>10}{'rows out':>10}{'seconds':>9}")
@@ -106,9 +117,6 @@ def write_html(path: Path, report: dict, title: str, config: RunConfig) -> None:
     )
 
 
-MARKER = "lmtune_data.json"  # what makes a folder one that `data prepare --overwrite` may replace
-
-
 def check_output(out: Path, overwrite: bool) -> Path:
     """Refuse what must not be replaced, before any work: a file, a folder lmtune did not write."""
     out = out.resolve()
@@ -125,24 +133,29 @@ def prepare(config: RunConfig, out: Path, overwrite: bool) -> PreparedData:
     """Run the pipeline and write train/validation/test.jsonl, data_report.json and data_report.html into
     `out`, built beside it and renamed in, so a failure leaves an earlier output untouched."""
     out = check_output(out, overwrite)
-    from lmtune.tasks import TASK_KINDS
-
-    kind = TASK_KINDS[config.task]
-    tokenizer = load_tokenizer(assets.resolve_model(config.model.name))
-    result = prepare_data(config, kind, tokenizer)
     partial = out.with_name(out.name + ".partial")
-    shutil.rmtree(partial, ignore_errors=True)
-    partial.mkdir(parents=True)
-    try:
-        for name, rows in result.splits.items():
-            write_jsonl(rows, partial / f"{name}.jsonl")
-        (partial / "data_report.json").write_text(json.dumps(result.report, indent=2, ensure_ascii=False))
-        write_html(partial / "data_report.html", result.report, f"lmtune data: {config.output.name}", config)
-        (partial / MARKER).write_text(json.dumps({"task": config.task, "name": config.output.name}))
-        if out.exists():
-            shutil.rmtree(out)
-        partial.rename(out)
-    except BaseException:
-        shutil.rmtree(partial, ignore_errors=True)
-        raise
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with hold(out):
+        recover(out, partial)
+        check_output(out, overwrite)
+        remove_partial(partial, "pass another --out")  # only one a killed `data prepare` left
+        from lmtune.tasks import TASK_KINDS
+
+        kind = TASK_KINDS[config.task]
+        tokenizer = load_tokenizer(assets.resolve_model(config.model.name), config.model.trust_remote_code)
+        result = prepare_data(config, kind, tokenizer)
+        make_partial(partial)
+        try:
+            for name, rows in result.splits.items():
+                write_jsonl(rows, partial / f"{name}.jsonl")
+                faults.point("prepare.write")
+            (partial / "data_report.json").write_text(json.dumps(result.report, indent=2, ensure_ascii=False))
+            write_html(
+                partial / "data_report.html", result.report, f"lmtune data: {config.output.name}", config
+            )
+            (partial / MARKER).write_text(json.dumps({"task": config.task, "name": config.output.name}))
+            publish(partial, out)
+        except BaseException:
+            shutil.rmtree(partial, ignore_errors=True)
+            raise
     return result

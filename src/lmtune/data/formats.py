@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from lmtune.data.load import ReadOptions, iter_records, kind_of
-from lmtune.errors import LmtuneError
+from lmtune.errors import LmtuneError, listing
 
 FORMATS: tuple[str, ...] = ("alpaca", "messages", "sharegpt", "prompt_completion", "text")
 # (required, optional) fields of each format: used for detection and shown when none fits
@@ -75,7 +75,7 @@ def detect_format(records, path) -> str:
             if all(name in record for name in FORMAT_FIELDS[fmt][0]):
                 return fmt
         seen.update(dict.fromkeys(map(str, record)))
-    found = ", ".join(list(seen)[:12]) + (", ..." if len(seen) > 12 else "") or "none"
+    found = listing(seen)
     raise LmtuneError(
         f"{path}: no record format fits the fields found ({found}); "
         f"accepted: {', '.join(_describe(fmt) for fmt in FORMATS)}; set data.format / data.fields"
@@ -206,7 +206,7 @@ def to_example(fmt: str, record: dict, names: dict[str, str], where: str) -> Exa
 
 def _required(record: dict, column: str, key: str, what: str):
     if column not in record:
-        found = ", ".join(map(str, record)) or "none"
+        found = listing(record)
         raise Bad(f"missing field '{column}' (fields found: {found}); set data.{key}")
     value = record[column]
     if value is None or (isinstance(value, str) and not value.strip()):

@@ -5,7 +5,10 @@ Formats: JSON (array, or one object per line), JSONL, CSV/TSV (or any separator)
 stream, so a file larger than memory never loads whole (a JSON array does: its syntax needs the whole
 file). Each record comes as (record, where, problem): `where` is "file:line" or "file: record N", and a
 record that cannot be read carries its problem instead of stopping the reader, so the caller's
-`on_error` policy decides.
+`on_error` policy decides. A stray quote in a delimited file (a quoted field running to the end of the
+file, or swallowing the lines up to another stray quote) is one bad row at the line it opens on, and the
+lines after that one are read again as rows; `Source.lines` says where every line of a line-oriented
+file went (header, blank, record, or continuation of a multi-line record), so the counts reconcile.
 
 Encodings: an explicit `encoding`, or `auto`: UTF-8 (with or without a byte-order mark); a file with
 invalid UTF-8 and no valid multi-byte sequence at all is a legacy file and is read as cp1252 (or
@@ -20,6 +23,7 @@ import glob
 import json
 import re
 import sys
+from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -48,6 +52,30 @@ class ReadOptions:
 
 
 @dataclass
+class Lines:
+    """Where the physical lines of a line-oriented file (table, jsonl, text) went, counted as it is read:
+    physical == header + blank + records + continuation, so no line goes unaccounted for. A record is
+    counted on the line it starts on; the other lines of a multi-line record (a quoted field spanning
+    lines) are its continuation lines."""
+
+    physical: int = 0
+    header: int = 0
+    blank: int = 0
+    records: int = 0  # good and bad: each is counted on the line it starts on
+    continuation: int = 0
+    multiline: int = 0  # records spanning more than one line
+    longest: tuple[int, int] | None = None  # (first line, lines) of the longest multi-line record
+
+    def record(self, first: int, count: int) -> None:
+        self.records += 1
+        self.continuation += count - 1
+        if count > 1:
+            self.multiline += 1
+            if self.longest is None or count > self.longest[1]:
+                self.longest = (first, count)
+
+
+@dataclass
 class Source:
     """One file as read: what it was taken for, so a report can say it."""
 
@@ -56,20 +84,23 @@ class Source:
     encoding: str | None
     warning: str | None = None
     damaged: bool = False  # some bytes do not decode: rows are checked one by one
+    records: int = 0  # records read (good and bad), counted as they are read
+    lines: Lines | None = None  # for line-oriented files: where each physical line went
 
 
 def expand(spec: str | list[str], key: str) -> list[Path]:
-    """Files named by a path, a glob or a list of them, in a stable order; a pattern matching nothing is an
-    error naming the config key."""
+    """Files named by a path, a glob or a list of them, in a stable order; a path that exists is taken as
+    it is (a file may be named `train[1].csv`), a glob only when no such path exists; a pattern matching
+    nothing is an error naming the config key."""
     paths: list[Path] = []
     for item in [spec] if isinstance(spec, str) else spec:
-        if glob.has_magic(item):
+        if Path(item).exists():
+            paths.append(Path(item))
+        elif glob.has_magic(item):
             found = sorted(Path(p) for p in glob.glob(item, recursive=True) if Path(p).is_file())
             if not found:
                 raise LmtuneError(f"{key}: no file matches '{item}'")
             paths += found
-        elif Path(item).exists():
-            paths.append(Path(item))
         else:
             raise LmtuneError(f"{key}: file '{item}' does not exist")
     return paths
@@ -146,14 +177,28 @@ def _object(value: Any, where: str) -> Record:
     return None, where, f"expected a JSON object, got {kind_of(value)}"
 
 
-def _jsonl(handle, path: Path) -> Iterator[Record]:
+def _jsonl(handle, path: Path, lines: Lines) -> Iterator[Record]:
     # line by line on "\n" only: U+2028 and friends may sit unescaped inside JSON strings
     for line, raw in enumerate(handle, 1):
-        if raw.strip():
-            try:
-                yield _object(json.loads(raw.rstrip("\r\n")), f"{path}:{line}")
-            except json.JSONDecodeError as exc:
-                yield None, f"{path}:{line}", f"malformed JSON line: {exc.msg} at column {exc.colno}"
+        lines.physical = line
+        if not raw.strip():
+            lines.blank += 1
+            continue
+        lines.record(line, 1)
+        try:
+            value = json.loads(raw.rstrip("\r\n"))
+        except json.JSONDecodeError as exc:
+            yield None, f"{path}:{line}", f"malformed JSON line: {exc.msg} at column {exc.colno}"
+        except (ValueError, RecursionError) as exc:  # an int of > 4,300 digits; nesting deeper than Python
+            yield None, f"{path}:{line}", f"malformed JSON line: {_json_limit(exc)}"
+        else:
+            yield _object(value, f"{path}:{line}")
+
+
+def _json_limit(exc: Exception) -> str:
+    if isinstance(exc, RecursionError):
+        return "nested deeper than a record can be"
+    return str(exc).splitlines()[0][:120]
 
 
 def _is_record_list(value: Any) -> bool:
@@ -165,6 +210,8 @@ def _json_array(handle, path: Path) -> Iterator[Record]:
         data = json.load(handle)
     except json.JSONDecodeError as exc:  # one broken array loses every record: a file-level error
         raise LmtuneError(f"{path}:{exc.lineno}: malformed JSON ({exc.msg})") from None
+    except (ValueError, RecursionError) as exc:
+        raise LmtuneError(f"{path}: malformed JSON ({_json_limit(exc)})") from None
     if isinstance(data, dict) and not {"messages", "conversations"} & set(data):  # e.g. {"data": [...]}
         lists = [key for key, value in data.items() if _is_record_list(value)]
         if len(lists) > 1:
@@ -185,43 +232,187 @@ def _looks_like_jsonl(path: Path, codec: str) -> bool:
         return False
 
 
-def _table(handle, path: Path, options: ReadOptions, separator: str) -> Iterator[Record]:
-    """Rows by the line they start on; quoted fields may span lines."""
+MAX_RECORD_CHARS = 1 << 26  # a quoted field still open after this many characters is taken as a stray quote
+STRAY = "a stray '\"'? fix it, or set data.quoting: none if the file quotes no field"
+
+
+class _TooLong(Exception):
+    """A record grew past MAX_RECORD_CHARS: a quote that never closes, stopped before it eats the file."""
+
+
+class _Lines:
+    """The physical lines of a file for csv.reader; the lines of a record that turns out to be a stray
+    quote's doing can be pushed back and read again as rows. A record's lines are consecutive, so a
+    record is numbered by its first line alone."""
+
+    def __init__(self, handle, counts: Lines):
+        self.handle, self.counts = iter(handle), counts
+        self.again: deque[str] = deque()  # pushed-back lines, read before the file's next ones
+        self.taken: list[str] = []  # the lines of the record being read
+        self.first = 1  # the line number of taken[0]
+        self.chars = 0
+        self.ended = False  # the file ended while the record was being read: a quote never closed
+
+    def __iter__(self):
+        return self
+
+    def __next__(self) -> str:
+        if self.again:
+            text = self.again.popleft()
+        else:
+            try:
+                text = next(self.handle)
+            except StopIteration:
+                self.ended = bool(self.taken)
+                raise
+            self.counts.physical += 1
+        self.taken.append(text)
+        self.chars += len(text)
+        if self.chars > MAX_RECORD_CHARS and len(self.taken) > 1:
+            raise _TooLong
+        return text
+
+    def take(self) -> tuple[int, list[str], bool]:
+        """The first line number and the lines of the record just read, and whether it ran to the end
+        of the file."""
+        first, taken, ended = self.first, self.taken, self.ended
+        self.first += len(taken)
+        self.taken, self.chars, self.ended = [], 0, False
+        return first, taken, ended
+
+    def read_again(self, taken: list[str]) -> None:
+        """Serve these lines (the ones just before the next line to read) once more."""
+        self.again.extendleft(reversed(taken))
+        self.first -= len(taken)
+
+
+def _again(count: int) -> str:
+    return (
+        "the line after it is read as a row again"
+        if count == 1
+        else f"the {count} lines after it are read as rows again"
+    )
+
+
+def _closes_mid_field(text: str, separator: str) -> bool:
+    """Whether a quoted field of this record closes on a quote that more text follows before the next
+    separator or line end (`"a … b"c,`): how csv reads the lines between two stray quotes as one field.
+    Spaces after a closing quote are the usual sloppiness, not a sign of it."""
+    i, n, at_start = 0, len(text), True
+    while i < n:
+        c = text[i]
+        if at_start and c == '"':
+            i += 1
+            while i < n and (text[i] != '"' or text[i + 1 : i + 2] == '"'):
+                i += 2 if text[i] == '"' else 1
+            j = i + 1
+            while j < n and text[j] not in (separator, "\r", "\n"):
+                j += 1
+            if text[i + 1 : j].strip():
+                return True
+            i, at_start = j, False
+            continue
+        at_start = c in (separator, "\r", "\n")
+        i += 1
+    return False
+
+
+def _stray_quote(first: int, taken: list[str], ended: bool, too_long: bool, separator: str) -> str | None:
+    """Why a record looks like a quote's doing rather than a quoted field spanning lines: it ran to the
+    end of the file (or past MAX_RECORD_CHARS) inside quotes, or a multi-line record whose quote closes
+    in mid-field. None for a record read as it should be."""
+    count, last = len(taken), first + len(taken) - 1
+    if too_long:
+        return f"a quoted field opens here and is still open after {count} lines ({MAX_RECORD_CHARS:,} characters)"
+    if ended:
+        return "a quoted field opens here and " + (
+            f"runs {count} lines to the end of the file"
+            if count > 1
+            else "does not close by the end of the file"
+        )
+    if count > 1 and _closes_mid_field("".join(taken), separator):
+        return f"a quoted field opens here and runs {count} lines to line {last}, where text follows its closing quote"
+    return None
+
+
+def _table(handle, path: Path, options: ReadOptions, separator: str, lines: Lines) -> Iterator[Record]:
+    """Rows by the line they start on; quoted fields may span lines. A record that a stray quote made
+    (one running to the end of the file, or swallowing lines up to another stray quote) is a bad row at
+    the line it opens on, and the lines after that one are read again as rows, so none is lost unseen."""
     csv.field_size_limit(sys.maxsize)
     quoting = options.quoting
     if quoting == "auto":
         quoting = "none" if separator == "\t" else "csv"
-    reader = csv.reader(
-        handle, delimiter=separator, quoting=csv.QUOTE_NONE if quoting == "none" else csv.QUOTE_MINIMAL
-    )
-    header = options.columns
-    try:
-        if header is None:
-            first = next((row for row in reader if any(value.strip() for value in row)), [])
-            header = [name.strip().lstrip("\ufeff") for name in first]
-        start = reader.line_num + 1
-        for values in reader:
-            where, start = f"{path}:{start}", reader.line_num + 1
-            if not any(value.strip() for value in values):
-                continue
-            if len(values) != len(header):
+    source = _Lines(handle, lines)
+
+    def reader():
+        mode = csv.QUOTE_NONE if quoting == "none" else csv.QUOTE_MINIMAL
+        return csv.reader(source, delimiter=separator, quoting=mode)
+
+    rows, header = reader(), options.columns
+    while True:
+        too_long = False
+        try:
+            values = next(rows)
+        except StopIteration:
+            return
+        except _TooLong:
+            values, too_long = None, True
+        except csv.Error as exc:
+            line = source.first if source.taken else lines.physical
+            raise LmtuneError(f"{path}:{line}: unreadable row ({exc})") from None
+        first, taken, ended = source.take()
+        count = len(taken)
+        where = f"{path}:{first}"
+        stray = wrong = None
+        if count > 1 or ended or too_long:  # a plain one-line record skips these checks
+            stray = _stray_quote(first, taken, ended, too_long, separator)
+            wrong = values is not None and header is not None and count > 1 and len(values) != len(header)
+        if stray or wrong:
+            if header is None:  # the header is the file's first record: without it nothing can be read
+                raise LmtuneError(f"{where}: the header row is broken: {stray} ({STRAY})")
+            source.read_again(taken[1:])
+            rows = reader()  # a fresh reader: the one that raised may be mid-record
+            lines.record(first, 1)
+            if stray:
+                yield None, where, f"{stray} ({STRAY})" + (f"; {_again(count - 1)}" if count > 1 else "")
+            else:
                 yield (
                     None,
                     where,
-                    f"{len(values)} fields where {len(header)} are expected (separator {separator!r}); "
-                    "check data.separator, data.quoting and data.columns",
+                    f"{len(values)} fields where {len(header)} are expected (separator {separator!r}) in a "
+                    f"record whose quoted field opens here and runs {count} lines to line {first + count - 1}; "
+                    f"{_again(count - 1)} (check data.separator, data.quoting and data.columns)",
                 )
-            else:
-                yield dict(zip(header, values, strict=True)), where, None
-    except csv.Error as exc:
-        raise LmtuneError(f"{path}:{reader.line_num}: unreadable row ({exc})") from None
+            continue
+        if not any(value.strip() for value in values):
+            lines.blank += count
+            continue
+        if header is None:
+            header = [name.strip().lstrip("\ufeff") for name in values]
+            lines.header += count
+            continue
+        lines.record(first, count)
+        if len(values) != len(header):
+            yield (
+                None,
+                where,
+                f"{len(values)} fields where {len(header)} are expected (separator {separator!r}); "
+                "check data.separator, data.quoting and data.columns",
+            )
+        else:
+            yield dict(zip(header, values, strict=True)), where, None
 
 
-def _text(handle, path: Path) -> Iterator[Record]:
+def _text(handle, path: Path, lines: Lines) -> Iterator[Record]:
     for line, raw in enumerate(handle, 1):
+        lines.physical = line
         raw = raw.rstrip("\r\n")
-        if raw.strip():
-            yield {"text": raw}, f"{path}:{line}", None
+        if not raw.strip():
+            lines.blank += 1
+            continue
+        lines.record(line, 1)
+        yield {"text": raw}, f"{path}:{line}", None
 
 
 def _parquet(path: Path) -> Iterator[Record]:
@@ -230,9 +421,18 @@ def _parquet(path: Path) -> Iterator[Record]:
     try:
         parquet = pq.ParquetFile(path)
     except (OSError, ValueError) as exc:  # pyarrow.ArrowInvalid is a ValueError
-        raise LmtuneError(f"{path}: not a readable Parquet file ({exc})") from None
+        first = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
+        raise LmtuneError(f"{path}: not a readable Parquet file ({first})") from None
     number = 0
-    for batch in parquet.iter_batches(batch_size=4096):  # bounded memory, whatever the file size
+    batches = parquet.iter_batches(batch_size=4096)  # bounded memory, whatever the file size
+    while True:
+        try:
+            batch = next(batches, None)
+        except (OSError, ValueError) as exc:  # a damaged data page: the rows after it cannot be read
+            first = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
+            raise LmtuneError(f"{path}: damaged Parquet data after record {number} ({first})") from None
+        if batch is None:
+            return
         for row in batch.to_pylist():
             number += 1
             yield row, f"{path}: record {number}", None
@@ -287,8 +487,17 @@ def source(path: Path, options: ReadOptions) -> Source:
 
 
 def iter_records(path: Path, options: ReadOptions, src: Source | None = None) -> Iterator[Record]:
-    """Every record of one file, in order, with where it is and any problem reading it."""
+    """Every record of one file, in order, with where it is and any problem reading it; `src` counts
+    the records read and, for a line-oriented file, where each line went (Source.lines)."""
     src = src or source(path, options)
+    src.records = 0
+    src.lines = None if src.kind in ("json", "parquet", "saved") else Lines()
+    for record in _records(path, options, src):
+        src.records += 1
+        yield record
+
+
+def _records(path: Path, options: ReadOptions, src: Source) -> Iterator[Record]:
     if src.kind == "parquet":
         yield from _parquet(path)
         return
@@ -307,12 +516,12 @@ def _text_records(path: Path, options: ReadOptions, src: Source) -> Iterator[Rec
         if src.kind == "json":
             records = _json_array(handle, path)
         elif src.kind == "jsonl":
-            records = _jsonl(handle, path)
+            records = _jsonl(handle, path, src.lines)
         elif src.kind == "table":
             separator = options.separator or TABLE_SEPARATORS.get(path.suffix.lower(), "\t")
-            records = _table(handle, path, options, separator)
+            records = _table(handle, path, options, separator, src.lines)
         else:
-            records = _text(handle, path)
+            records = _text(handle, path, src.lines)
         if not src.damaged:
             yield from records
             return

@@ -9,8 +9,11 @@ leaves nothing behind. Every step's rows in/out, reasons and seconds go into the
 
 from __future__ import annotations
 
+import glob
+import os
 import random
 import shutil
+import socket
 import tempfile
 import time
 from collections import Counter
@@ -29,7 +32,8 @@ from lmtune.data.clean import make_cleaner
 from lmtune.data.load import ReadOptions, expand
 from lmtune.data.report import DataReport, split_stats
 from lmtune.data.rows import Scratch, Spec, Steps, hashes, keys, read_split, to_dataset, values
-from lmtune.errors import LmtuneError
+from lmtune.errors import LmtuneError, listing, shorten
+from lmtune.runs import alive
 
 SPLITS = ("train", "validation", "test")
 
@@ -170,13 +174,14 @@ def prepare_data(
         loaded = {name: _deduplicate(name, rows, config, report, scratch) for name, rows in loaded.items()}
         splits = _split(loaded, config, report, scratch)
         splits = leakage.check(splits, config, report, scratch.take, cut=set(SPLITS) - set(loaded))
-        if kind == "labelled":
+        if not len(splits["train"]) and not allow_empty:  # before unknown labels: no label is known
+            raise _empty("train", report)
+        if kind == "labelled" and len(splits["train"]):
             splits = _unknown_labels(splits, report, scratch)
         if d.max_train_rows and d.max_train_rows < len(splits["train"]):
             splits["train"] = _subsample(splits["train"], d.max_train_rows, d.split.seed, report, scratch)
-        if (not len(splits["train"]) and not allow_empty) or (require_test and not len(splits["test"])):
-            empty = "train" if not len(splits["train"]) else "test"
-            raise LmtuneError(f"data: no usable {empty} rows left (see the data steps: {report.summary()})")
+        if require_test and not len(splits["test"]):
+            raise _empty("test", report)
         if _augments(config):  # small data by nature (models write the new rows): plain lists
             splits["train"] = to_dataset(_augment(splits["train"].to_list(), config, report, kind, fmt))
         if d.split.folds:
@@ -208,12 +213,26 @@ def read_file(config: RunConfig, path: str, kind: str, tokenizer=None) -> list[d
 
 @contextmanager
 def scratch_folder():
-    """A Scratch in a temporary folder, removed however the block ends: a failed run leaves nothing."""
-    folder = Path(tempfile.mkdtemp(prefix="lmtune-data-"))
+    """A Scratch in a temporary folder, removed however the block ends: a failed run leaves nothing.
+    A process killed outright (SIGKILL, the OOM killer) cannot clean up, so each new scratch folder first
+    removes those whose process is gone: the folder name carries the host and pid that made it."""
+    _remove_stale_scratch()
+    folder = Path(tempfile.mkdtemp(prefix=f"{SCRATCH_PREFIX}{socket.gethostname()}-{os.getpid()}-"))
     try:
         yield Scratch(folder)
     finally:
         shutil.rmtree(folder, ignore_errors=True)
+
+
+SCRATCH_PREFIX = "lmtune-data-"
+
+
+def _remove_stale_scratch() -> None:
+    host = socket.gethostname()
+    for folder in Path(tempfile.gettempdir()).glob(f"{SCRATCH_PREFIX}{glob.escape(host)}-*-*"):
+        pid = folder.name.removeprefix(f"{SCRATCH_PREFIX}{host}-").split("-", 1)[0]
+        if pid.isdigit() and not alive(int(pid)) and folder.is_dir():
+            shutil.rmtree(folder, ignore_errors=True)
 
 
 def _deduplicate(
@@ -256,7 +275,15 @@ def _split(
     cut = {name: fraction for name, fraction in wanted.items() if fraction > 0}
     start = time.perf_counter()
     result = dict(loaded)
-    if cut:
+    why = report.emptied("train")
+    for name, fraction in cut.items():  # split.assign's own check, with what shrank the rows
+        if len(train) and round(fraction * len(train)) < 1:
+            raise LmtuneError(
+                f"data.split.{name} = {fraction:g} of {len(train)} rows leaves an empty split"
+                + (f" ({why})" if why else "")
+                + "; use more rows or another fraction"
+            )
+    if cut and len(train):  # no rows at all: nothing to cut, and prepare_data says why
         labels = values(train, "label") if s.method == "stratified" else None
         groups = values(train, "group") if config.data.group_column else None
         assignment = split.assign(hashes(train), groups, labels, cut, s.seed, s.method)
@@ -267,10 +294,11 @@ def _split(
     for name in wanted:
         result.setdefault(name, scratch.take(train, []))
     for name, fraction in cut.items():
-        if not len(result[name]):
+        if len(train) and not len(result[name]):
             raise LmtuneError(
                 f"data.split.{name} = {fraction:g} of {len(train)} rows gave an empty split (the hash split "
-                "places rows by chance); use more rows, a larger fraction or data.split.method: stratified"
+                f"places rows by chance{f'; {why}' if why else ''}); use more rows, a larger fraction or "
+                "data.split.method: stratified"
             )
     report.step(
         "split",
@@ -285,6 +313,12 @@ def _split(
     return {name: result[name] for name in SPLITS}
 
 
+def _empty(name: str, report: DataReport) -> LmtuneError:
+    """The error for a split left without rows, saying what emptied it."""
+    why = report.emptied(name) or f"see the data steps: {report.summary()}"
+    return LmtuneError(f"data: no usable {name} rows left: {why}")
+
+
 def _unknown_labels(splits: dict[str, Dataset], report: DataReport, scratch: Scratch) -> dict[str, Dataset]:
     """A validation/test label the training split never shows cannot be learned: a bad row."""
     known = pc.unique(splits["train"].with_format("arrow")["label"])
@@ -294,12 +328,12 @@ def _unknown_labels(splits: dict[str, Dataset], report: DataReport, scratch: Scr
             continue
         inside = pc.is_in(rows.with_format("arrow")["label"], value_set=known).to_numpy(zero_copy_only=False)
         unknown = np.flatnonzero(~inside).tolist()
-        known_names = ", ".join(sorted(known.to_pylist()))
+        known_names = listing(sorted(known.to_pylist()))
         for i in unknown:
             row = rows[i]
             report.bad_row_policy(name)(
                 row["where"],
-                f"label {row['label']!r} never occurs in the training split; training labels: {known_names}",
+                f"label {shorten(row['label'])} never occurs in the training split; training labels: {known_names}",
             )
         if unknown:
             splits[name] = scratch.take(rows, np.setdiff1d(np.arange(len(rows)), unknown))

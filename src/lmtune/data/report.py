@@ -74,6 +74,8 @@ class DataReport:
                     "kind": src.kind,
                     "encoding": "utf-8" if src.encoding == "utf-8-sig" else src.encoding,
                     "warning": src.warning,
+                    "records": src.records,
+                    "lines": _lines(src),
                 }
             )
         rows = tally.records
@@ -125,6 +127,56 @@ class DataReport:
     def split_stats(self, name: str, stats: dict) -> None:
         self.data["splits"][name] = stats
 
+    REMOVERS = {  # what a step that removes rows is called in a message
+        "clean": "cleaning (data.clean)",
+        "pii": "private-data removal (data.pii.action = drop)",
+        "length": "the length filters (data.clean)",
+        "dedup exact": "exact dedup",
+        "dedup near": "near-duplicate removal (data.dedup.near)",
+        "leakage": "leakage removal (data.leakage.remove_from_train)",
+        "unknown labels": "unknown-label removal",
+        "max_train_rows": "data.max_train_rows",
+    }
+
+    def emptied(self, split: str) -> str | None:
+        """What took a split's rows, for an error about an empty (or too small) split: its files hold no
+        data rows, every row is bad, or each step that removed rows ("exact dedup left 1 of 80 rows").
+        None when nothing was removed: the split was that small to begin with."""
+        files = [f for f in self.data["files"] if f["split"] == split]
+        if files and not any(f["records"] for f in files):
+            if len(files) == 1:
+                return _no_data(files[0])
+            return f"none of its {len(files)} files has a data row ({_no_data(files[0])}, …)"
+        cut = next((s["cut"] for s in self.data["steps"] if s["step"] == "split"), {})
+        if not files and split not in cut and not any(s["split"] == split for s in self.data["steps"]):
+            return f"data.{split} names no file and data.split.{split} is 0"
+        said = []
+        for s in self.data["steps"]:
+            rows_in = s["rows_in"]
+            if s["step"] == "split" and split == "train" and s["rows"]["train"] < rows_in:
+                moved = rows_in - s["rows"]["train"]
+                said.append(
+                    f"the split moved {moved} of {rows_in} rows to {' and '.join(s['cut']) or 'a fold'}"
+                )
+            if s["split"] != split or s["rows_out"] >= rows_in:
+                continue
+            if s["step"] == "read + validate":
+                bad = rows_in - s["rows_out"]
+                first = next((b for b in self.data["bad_rows"]["listed"] if b["split"] == split), None)
+                if bad < rows_in or first is None:
+                    said.append(f"{bad} of {rows_in} rows are bad")
+                else:
+                    said.append(
+                        f"{_all(rows_in)} {'is' if rows_in == 1 else 'are'} bad (first: {first['where']}: {first['reason']})"
+                    )
+            elif s["step"] in self.REMOVERS:
+                name = self.REMOVERS[s["step"]]
+                out = s["rows_out"]
+                said.append(
+                    f"{name} left {out} of {rows_in} rows" if out else f"{name} removed {_all(rows_in)}"
+                )
+        return ", then ".join(said) or None
+
     def summary(self) -> str:
         return "; ".join(
             f"{s['step']} {s['split']}: {s['rows_in']} → {s['rows_out']}" for s in self.data["steps"]
@@ -133,6 +185,41 @@ class DataReport:
     def finish(self) -> dict:
         """A plain JSON-able dict."""
         return _plain(self.data)
+
+
+def _all(rows: int) -> str:
+    return "the only row" if rows == 1 else f"all {rows} rows"
+
+
+def _no_data(entry: dict) -> str:
+    """A file entry that gave no record, in words."""
+    lines = entry.get("lines") or {}
+    if lines.get("header"):
+        return f"{entry['path']} has a header but no data rows"
+    if lines.get("blank"):
+        return f"{entry['path']} holds only blank lines"
+    return f"{entry['path']} holds no records"
+
+
+def _lines(src) -> dict | None:
+    """Where a line-oriented file's lines went: physical = header + blank + records + continuation
+    (continuation: the further lines of records whose quoted fields span lines). None for JSON arrays,
+    Parquet and saved datasets, whose records are not lines."""
+    lines = src.lines
+    if lines is None:
+        return None
+    longest = lines.longest
+    return {
+        "physical": lines.physical,
+        "header": lines.header,
+        "blank": lines.blank,
+        "records": lines.records,
+        "continuation": lines.continuation,
+        "multiline_records": lines.multiline,
+        "longest_record": None
+        if longest is None
+        else {"where": f"{src.path}:{longest[0]}", "lines": longest[1]},
+    }
 
 
 def _plain(value):

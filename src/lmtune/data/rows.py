@@ -21,12 +21,13 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 from datasets import Dataset
-from tqdm.auto import tqdm
 
+from lmtune import faults
 from lmtune.data import formats
 from lmtune.data.clean import normalise_label
 from lmtune.data.dedup import dedup_key, exact_hashes
 from lmtune.data.load import ReadOptions, Record, iter_records, source
+from lmtune.progress import progress
 
 SCHEMA = pa.schema(
     [
@@ -52,6 +53,8 @@ REASON_KINDS = [
     ("empty text", re.compile(r"^empty ")),
     ("unknown label", re.compile(r"^unknown label|never occurs in the training")),
     ("wrong type", re.compile(r"must be |expected a JSON object")),
+    ("stray quote", re.compile(r"a quoted field opens here")),
+    ("not text", re.compile(r"unpaired surrogate")),
 ]
 
 
@@ -118,12 +121,23 @@ def detect(paths: list[Path], options: ReadOptions, spec: Spec) -> str:
     return formats.detect_format(readable, paths[0])
 
 
+SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _text_only(*values: str | None) -> None:
+    """A JSON escape can write half a character (\\ud800): not text, and no encoder takes it."""
+    for value in values:
+        if value and (found := SURROGATE.search(value)):
+            raise formats.Bad(f"holds an unpaired surrogate ({found.group()!r}), which is not text")
+
+
 def _convert(record: dict, where: str, spec: Spec, fmt: str) -> tuple:
     """(text, messages, label, group) of one record, or formats.Bad."""
     if spec.kind == "labelled":
         text, raw, group = formats.labelled(record, spec.text_column, spec.label_column, spec.group_column)
         label = normalise_label(str(raw), spec.label_case)
         label = spec.label_map.get(label, label)
+        _text_only(text, label, group)
         if spec.labels is not None and label not in spec.labels:
             allowed = ", ".join(sorted(spec.labels))
             raise formats.Bad(f"unknown label '{label}' (allowed: {allowed}; data.labels)")
@@ -135,6 +149,7 @@ def _convert(record: dict, where: str, spec: Spec, fmt: str) -> tuple:
         if record.get(spec.group_column) in (None, ""):
             raise formats.Bad(f"missing field '{spec.group_column}' (data.group_column)")
         group = str(record[spec.group_column])
+    _text_only(example.text, group, *(m["content"] for m in example.messages or ()))
     return example.text, example.messages, None, group
 
 
@@ -232,7 +247,7 @@ def read_split(
     tally = Tally()
     fmt = "labelled" if spec.kind == "labelled" else detect(paths, options, spec)
     records: Iterator[Record] = (record for path in paths for record in _tracked(path, options, tally))
-    bar = tqdm(desc=f"data: {out.stem}", unit=" rows", unit_scale=True, leave=False, disable=None)
+    bar = progress(desc=f"data: {out.stem}", unit="rows", unit_scale=True)
     with bar, pa.OSFile(str(out), "wb") as sink, pa.ipc.new_stream(sink, SCHEMA) as writer:
         while True:
             start = time.perf_counter()
@@ -253,6 +268,7 @@ def read_split(
             columns = _process(converted, steps, tally)
             writer.write_batch(pa.RecordBatch.from_pydict(columns, schema=SCHEMA))
             bar.update(len(chunk))
+            faults.point("data.batch")
     return Dataset.from_file(str(out), in_memory=False), fmt, tally
 
 

@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import torch
-from tqdm.auto import tqdm
 
 from lmtune.data.batches import collate
 from lmtune.evaluate import metrics
@@ -13,6 +12,7 @@ from lmtune.models.chat_template import Stop
 from lmtune.models.generate import generate_answers
 from lmtune.models.load import device
 from lmtune.models.loss import row_losses
+from lmtune.progress import progress
 from lmtune.train import inference_precision
 
 
@@ -38,7 +38,7 @@ def heldout_loss(config, model, pad_id: int, encoded: list, desc: str) -> dict:
     loss_sum, tokens = [0.0] * len(encoded), [0] * len(encoded)
     precision = inference_precision(config, model)
     autocast = torch.autocast(device().type, dtype=torch.bfloat16, enabled=precision == "bf16")
-    with tqdm(total=len(order), desc=f"{desc}: loss", unit="ex", leave=False) as bar:
+    with progress(len(order), desc=f"{desc}: loss", unit="ex") as bar:
         for rows in _budgeted(order, encoded, size):
             batch = make_batch(
                 [{"input_ids": encoded[i].input_ids, "labels": encoded[i].labels} for i in rows]

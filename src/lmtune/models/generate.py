@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from lmtune.models.chat_template import Stop
 from lmtune.models.load import device, inference_attention, set_attention
+from lmtune.progress import progress
 
 
 def _pad(batch: list[list[int]], pad_id: int, left: bool) -> tuple[torch.Tensor, torch.Tensor]:
@@ -69,7 +69,7 @@ def generate_answers(
     results: list[dict] = [None] * len(prompts)  # type: ignore[list-item]
     trained_with = model.config._attn_implementation
     autocast = torch.autocast(device().type, dtype=torch.bfloat16, enabled=precision == "bf16")
-    with tqdm(total=len(prompts), desc=desc, unit="prompt", leave=False, disable=streamer is not None) as bar:
+    with progress(len(prompts), desc=desc, unit="prompt", enabled=streamer is None) as bar:
         for start in range(0, len(prompts), settings.batch_size):
             index = order[start : start + settings.batch_size]
             input_ids, mask = _pad([prompts[i] for i in index], pad_id, left=not encoder_decoder)

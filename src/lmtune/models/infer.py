@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from lmtune.models.load import device, inference_attention, set_attention
+from lmtune.progress import progress
 
 
 def infer_texts(config, model, tokenizer, texts: list[str], step, desc: str):
@@ -45,7 +45,7 @@ def forward_batches(
     outputs: list[np.ndarray] = [None] * len(texts)  # type: ignore[list-item]
     autocast = torch.autocast(device().type, dtype=torch.bfloat16, enabled=precision == "bf16")
     trained_with = model.config._attn_implementation
-    with tqdm(total=len(texts), desc=desc, unit="ex", leave=False) as bar, autocast, torch.inference_mode():
+    with progress(len(texts), desc=desc, unit="ex") as bar, autocast, torch.inference_mode():
         for start in range(0, len(texts), batch_size):
             index = order[start : start + batch_size]
             batch = tokenizer(

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import contextlib
+import json
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError
 from transformers import (
     AutoConfig,
     AutoModelForCausalLM,
@@ -16,7 +18,7 @@ from transformers import (
 )
 from transformers.utils import logging as hf_logging
 
-from lmtune.errors import LmtuneError
+from lmtune.errors import LmtuneError, machine_failure
 
 hf_logging.set_verbosity_error()
 hf_logging.disable_progress_bar()  # loading/saving bars; training and evaluation keep theirs
@@ -66,9 +68,55 @@ def set_attention(model, name: str) -> None:
             model.set_attn_implementation(name)
 
 
-def load_tokenizer(path: Path | str) -> PreTrainedTokenizerBase:
+# --------------------------------------------------------------------- what a folder may run
+
+CODE_FILES = ("config.json", "tokenizer_config.json", "processor_config.json")
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
+
+
+def _json(path: Path) -> dict:
     try:
-        tokenizer = AutoTokenizer.from_pretrained(str(path))
+        value = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}  # unreadable: the loader that needs it says so
+    return value if isinstance(value, dict) else {}
+
+
+def check_code(path: Path | str, trust_remote_code: bool = False) -> None:
+    """A model folder that ships Python (auto_map) is refused unless the run allows it by name. Every
+    from_pretrained call passes trust_remote_code explicitly too (left unset, transformers asks on stdin,
+    and `yes |` in front of a command answers); refusing first gives one line naming the key."""
+    folder = Path(path)
+    if trust_remote_code or not folder.is_dir():
+        return
+    for name in CODE_FILES:
+        if "auto_map" in _json(folder / name):
+            raise LmtuneError(
+                f"model.name: '{path}' ships its own Python code (auto_map in {name}), which lmtune does not "
+                "run; read it, then set model.trust_remote_code: true to run it (dangerous: it runs with "
+                "your rights)"
+            )
+
+
+def check_weights(path: Path | str) -> None:
+    """Weights load from safetensors only: a pickle (pytorch_model.bin, *.pt) can run code when it is
+    unpickled, so a folder holding weights only in that form is refused by name."""
+    folder = Path(path)
+    if not folder.is_dir() or any(folder.glob("*.safetensors")):
+        return
+    pickles = sorted(p.name for p in folder.iterdir() if p.suffix in PICKLE_SUFFIXES)
+    if pickles:
+        raise LmtuneError(
+            f"model.name: '{path}' holds its weights only as {pickles[0]} (a pickle, which can run code when "
+            "loaded); lmtune loads safetensors only: convert it where you trust it (load it, then "
+            "save_pretrained(…, safe_serialization=True))"
+        )
+
+
+def load_tokenizer(path: Path | str, trust_remote_code: bool = False) -> PreTrainedTokenizerBase:
+    check_code(path, trust_remote_code)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(str(path), trust_remote_code=trust_remote_code)
     except Exception as exc:
         raise LmtuneError(
             f"model.name: cannot load a tokenizer from '{path}' ({type(exc).__name__}: {exc})"
@@ -87,15 +135,21 @@ def _override_dropout(config, dropout: float | None) -> None:
             setattr(config, key, dropout)
 
 
-def _read_config(path: Path | str, **overrides):
+def _read_config(path: Path | str, trust_remote_code: bool = False, **overrides):
+    check_code(path, trust_remote_code)
     try:
-        return AutoConfig.from_pretrained(str(path), **overrides)
+        return AutoConfig.from_pretrained(str(path), trust_remote_code=trust_remote_code, **overrides)
     except Exception as exc:
-        raise LmtuneError(f"model.name: cannot read a model config from '{path}' ({exc})") from None
+        message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise LmtuneError(f"model.name: cannot read a model config from '{path}' ({message})") from None
 
 
 def _from_pretrained(auto_class, path: Path | str, config, attn_implementation: str, what: str, **options):
-    """from_pretrained with lmtune's attention choice; an architecture without that kernel keeps its own."""
+    """from_pretrained with lmtune's attention choice; an architecture without that kernel keeps its own.
+    Safetensors only; remote code only when the caller's options allow it (trust_remote_code)."""
+    check_weights(path)
+    options = {"trust_remote_code": False, **options, "use_safetensors": True}
+    check_code(path, options["trust_remote_code"])
     attn = attention_for(attn_implementation)
     try:
         try:
@@ -104,9 +158,11 @@ def _from_pretrained(auto_class, path: Path | str, config, attn_implementation: 
             if "attn" not in str(exc).lower() and "attention" not in str(exc).lower():
                 raise
             return auto_class.from_pretrained(str(path), config=config, **options)
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, KeyError, RuntimeError, SafetensorError) as exc:
+        if machine_failure(exc) and not isinstance(exc, FileNotFoundError):
+            raise  # a full disk or a lost permission is reported as such, not as a bad model
         message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise LmtuneError(f"model.name: cannot load '{path}' {what} ({message})") from None
+        raise LmtuneError(f"model.name: cannot load '{path}' {what} ({message[:300]})") from None
 
 
 def load_classifier(
@@ -116,6 +172,7 @@ def load_classifier(
     attn_implementation: str = "auto",
     dropout: float | None = None,
     pad_token_id: int | None = None,
+    trust_remote_code: bool = False,
     **options,
 ):
     """AutoModelForSequenceClassification with the label map in its config; the head is new (seeded).
@@ -123,6 +180,7 @@ def load_classifier(
     `options` are extra from_pretrained arguments a method needs (e.g. 4-bit quantization)."""
     config = _read_config(
         path,
+        trust_remote_code,
         num_labels=len(labels),
         id2label=dict(enumerate(labels)),
         label2id={label: i for i, label in enumerate(labels)},
@@ -131,12 +189,18 @@ def load_classifier(
     if pad_token_id is not None and getattr(config, "pad_token_id", None) is None:
         config.pad_token_id = pad_token_id
     return _from_pretrained(
-        AutoModelForSequenceClassification, path, config, attn_implementation, "for classification", **options
+        AutoModelForSequenceClassification,
+        path,
+        config,
+        attn_implementation,
+        "for classification",
+        trust_remote_code=trust_remote_code,
+        **options,
     )
 
 
-def is_encoder_decoder(path: Path | str) -> bool:
-    return bool(getattr(_read_config(path), "is_encoder_decoder", False))
+def is_encoder_decoder(path: Path | str, trust_remote_code: bool = False) -> bool:
+    return bool(getattr(_read_config(path, trust_remote_code), "is_encoder_decoder", False))
 
 
 def load_generative(
@@ -144,13 +208,15 @@ def load_generative(
     *,
     attn_implementation: str = "auto",
     dropout: float | None = None,
+    trust_remote_code: bool = False,
     **options,
 ):
     """AutoModelForCausalLM, or AutoModelForSeq2SeqLM for encoder-decoders (T5, BART), in fp32.
 
     `options` are extra from_pretrained arguments a method needs (e.g. 4-bit quantization)."""
-    config = _read_config(path)
+    config = _read_config(path, trust_remote_code)
     _override_dropout(config, dropout)
+    options["trust_remote_code"] = trust_remote_code
     if config.is_encoder_decoder:
         return _from_pretrained(
             AutoModelForSeq2SeqLM,
@@ -165,9 +231,11 @@ def load_generative(
     )
 
 
-def position_limit(path: Path | str, tokenizer: PreTrainedTokenizerBase) -> int | None:
+def position_limit(
+    path: Path | str, tokenizer: PreTrainedTokenizerBase, trust_remote_code: bool = False
+) -> int | None:
     """The most tokens the model can read (learned position embeddings), or None when unbounded."""
-    config = _read_config(path)
+    config = _read_config(path, trust_remote_code)
     limits = [getattr(config, "max_position_embeddings", None), tokenizer.model_max_length]
     limits = [n for n in limits if isinstance(n, int) and 0 < n < 1_000_000]
     return min(limits) if limits else None

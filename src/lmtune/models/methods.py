@@ -314,7 +314,9 @@ def _init_text_tokenizer(model: nn.Module, text: str) -> str:
 
     path = str(getattr(model, "name_or_path", "") or model.config.name_or_path or "")
     try:
-        tokens = AutoTokenizer.from_pretrained(path)(text)["input_ids"] if path else None
+        tokens = (
+            AutoTokenizer.from_pretrained(path, trust_remote_code=False)(text)["input_ids"] if path else None
+        )
     except (OSError, ValueError) as exc:
         raise LmtuneError(
             f"method.prompt_tuning.init_text: cannot load the tokenizer of '{path}' ({exc})"

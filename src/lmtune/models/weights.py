@@ -10,6 +10,7 @@ from torch import nn
 
 from lmtune.errors import LmtuneError
 from lmtune.models import adapters
+from lmtune.models.load import check_weights
 
 
 def is_adapter(folder: Path | str) -> bool:
@@ -40,10 +41,18 @@ def load_weights(base: nn.Module, folder: Path | str) -> nn.Module:
     elif is_adapter(folder):
         from peft import PeftModel
 
+        check_weights(folder)
         model = PeftModel.from_pretrained(base, str(folder))
     else:
+        check_weights(folder)
         attn = base.config._attn_implementation
-        model = type(base).from_pretrained(str(folder), dtype=base.dtype, attn_implementation=attn)
+        model = type(base).from_pretrained(
+            str(folder),
+            dtype=base.dtype,
+            attn_implementation=attn,
+            use_safetensors=True,
+            trust_remote_code=False,
+        )
         model = model.to(base.device)
     for parameter in model.parameters():
         parameter.requires_grad_(False)

@@ -78,8 +78,9 @@ def prepare(config: RunConfig) -> Prepared:
     check_setup(config)  # an impossible precision or a missing tracker fails before any work
     inputs = plan(config)  # a missing file fails before any model is touched
     model_path = assets.resolve_model(config.model.name)
-    tokenizer = load_tokenizer(model_path)
-    limit = position_limit(model_path, tokenizer)
+    trusted = config.model.trust_remote_code
+    tokenizer = load_tokenizer(model_path, trusted)
+    limit = position_limit(model_path, tokenizer, trusted)
     if limit is not None and config.model.max_length > limit:
         raise LmtuneError(
             f"model.max_length = {config.model.max_length}: the model reads at most {limit} tokens; allowed: 4..{limit}"
@@ -100,6 +101,7 @@ def prepare(config: RunConfig) -> Prepared:
         attn_implementation=config.model.attn_implementation,
         dropout=config.model.dropout,
         pad_token_id=tokenizer.pad_token_id,
+        trust_remote_code=trusted,
         **load_options(config.method),
     )
     return Prepared(
@@ -292,7 +294,8 @@ def train(
         config_text=dump_config(config),
     )
     (run_dir / MARKER).write_text(json.dumps({"task": "classify", "name": config.output.name}))
-    prune_checkpoints(run_dir / "checkpoints", metrics["best_checkpoint"])  # last: resume needs them
+    # last: resume needs them
+    prune_checkpoints(run_dir / "checkpoints", metrics["best_checkpoint"], config.training.keep_checkpoints)
     return metrics
 
 
@@ -320,11 +323,13 @@ def load_run(run_dir: Path):
     folder = run_dir / "model"
     info = _model_info(run_dir)
     labels = json.loads((folder / "labels.json").read_text())
-    tokenizer = load_tokenizer(folder)
+    trusted = config.model.trust_remote_code
+    tokenizer = load_tokenizer(folder, trusted)
     if info["adapter"]:
         model = load_weights(base_model(info, config, labels, tokenizer), folder)
     else:
-        model = load_classifier(folder, labels, attn_implementation=info["attn_implementation"])
+        attn = info["attn_implementation"]
+        model = load_classifier(folder, labels, attn_implementation=attn, trust_remote_code=trusted)
     return config, model, tokenizer, labels
 
 
@@ -344,8 +349,7 @@ def predictions_on(run_dir: Path, data: str | None = None, *, base: bool = False
     in predictions.json's form: what `lmtune compare --data` pairs between runs."""
     config, model, tokenizer, labels = load_run(run_dir)
     if data is None:
-        saved = run_dir / "data" / "test.jsonl"
-        rows = Rows.of([json.loads(line) for line in saved.read_text(encoding="utf-8").splitlines() if line])
+        rows = Rows.of(_saved_test_rows(run_dir))
     else:
         overrides = {key: value for key, value in reader.items() if value}
         if overrides:  # checked like the same data.* keys of a config: one line naming what is wrong
@@ -369,6 +373,22 @@ def predictions_on(run_dir: Path, data: str | None = None, *, base: bool = False
     return {"labels": labels, "kinds": {"classify": prediction_block(rows, labels, outputs)}}
 
 
+def _saved_test_rows(run_dir: Path) -> list[dict]:
+    """The run's own test split as it saved it (data/test.jsonl)."""
+    saved = run_dir / "data" / "test.jsonl"
+    try:
+        rows = [json.loads(line) for line in saved.read_text(encoding="utf-8").splitlines() if line]
+        if all(
+            isinstance(r, dict) and isinstance(r["text"], str) and isinstance(r["label"], str) for r in rows
+        ):
+            return rows
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    raise LmtuneError(
+        f"{saved}: missing or unreadable; the run directory is damaged (score a file with --data instead)"
+    )
+
+
 def _model_info(run_dir: Path) -> dict:
     return json.loads((run_dir / "model" / "lmtune_model.json").read_text())
 
@@ -383,6 +403,7 @@ def base_model(info: dict, config: RunConfig, labels: list[str], tokenizer):
         attn_implementation=info["attn_implementation"],
         dropout=config.model.dropout,
         pad_token_id=tokenizer.pad_token_id,
+        trust_remote_code=config.model.trust_remote_code,
         **load_options(config.method),
     )
 

@@ -107,6 +107,7 @@ def encode_and_load(
         model_path,
         attn_implementation=config.model.attn_implementation,
         dropout=config.model.dropout,
+        trust_remote_code=config.model.trust_remote_code,
         **load_options(config.method),
     )
     return splits, report, model
@@ -171,7 +172,8 @@ def train(
     save_model(config, prepared.model_path, model, tokenizer, stop, info, run_dir / "model")
     metrics = finish(config, run_dir, trainer, history, results, prepared.report, splits, (trainable, total))
     (run_dir / MARKER).write_text(json.dumps({"task": config.task, "name": config.output.name}))
-    prune_checkpoints(run_dir / "checkpoints", metrics["best_checkpoint"])
+    # last: resume needs them
+    prune_checkpoints(run_dir / "checkpoints", metrics["best_checkpoint"], config.training.keep_checkpoints)
     return metrics
 
 
@@ -269,11 +271,13 @@ def load_run(run_dir: Path) -> Run:
     config = load_config(run_dir / "config.yaml")
     folder = run_dir / "model"
     info = json.loads((folder / "lmtune_model.json").read_text())
-    tokenizer = load_tokenizer(folder)
+    trusted = config.model.trust_remote_code
+    tokenizer = load_tokenizer(folder, trusted)
     if info["adapter"]:
         model = load_weights(base_model(info, config), folder)
     else:
-        model = load_generative(folder, attn_implementation=info["attn_implementation"])
+        attn = info["attn_implementation"]
+        model = load_generative(folder, attn_implementation=attn, trust_remote_code=trusted)
     stop = Stop(**info["stop"])
     return Run(config, model, tokenizer, stop, info)
 
@@ -283,6 +287,7 @@ def base_model(info: dict, config: RunConfig):
     return load_generative(
         assets.resolve_base(info["base_model"], info.get("base_path")),
         attn_implementation=info["attn_implementation"],
+        trust_remote_code=config.model.trust_remote_code,
         **load_options(config.method),
     )
 

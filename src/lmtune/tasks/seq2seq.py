@@ -65,9 +65,10 @@ def prepare(config: RunConfig) -> Prepared:
     if config.chat.packing:
         raise LmtuneError("chat.packing: packing is for decoder-only models (task sft); set it to false")
     model_path = assets.resolve_model(config.model.name)
-    if not is_encoder_decoder(model_path):
+    trusted = config.model.trust_remote_code
+    if not is_encoder_decoder(model_path, trusted):
         raise LmtuneError(f"model.name: '{config.model.name}' is decoder-only; use task: sft for it")
-    tokenizer = load_tokenizer(model_path)
+    tokenizer = load_tokenizer(model_path, trusted)
     examples, _, data_report = read_examples(config, tokenizer)
     if tokenizer.eos_token_id is None:
         raise LmtuneError(f"model.name: the tokenizer of '{model_path}' has no EOS token")

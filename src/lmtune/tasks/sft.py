@@ -86,13 +86,13 @@ def encode_split(config: RunConfig, tokenizer, examples: list[Example], report: 
 def prepare(config: RunConfig) -> Prepared:
     check_setup(config)  # an impossible precision or a missing tracker fails before any work
     model_path = assets.resolve_model(config.model.name)
-    tokenizer = load_tokenizer(model_path)
+    tokenizer = load_tokenizer(model_path, config.model.trust_remote_code)
     examples, format, data_report = read_examples(config, tokenizer)
     if tokenizer.eos_token is None:
         raise LmtuneError(
             f"model.name: the tokenizer of '{model_path}' has no EOS token; a causal LM needs one"
         )
-    limit = position_limit(model_path, tokenizer)
+    limit = position_limit(model_path, tokenizer, config.model.trust_remote_code)
     if limit is not None and config.model.max_length > limit:
         raise LmtuneError(
             f"model.max_length = {config.model.max_length}: the model reads at most {limit} tokens; allowed: 4..{limit}"

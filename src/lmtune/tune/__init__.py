@@ -29,7 +29,8 @@ import time
 from pathlib import Path
 
 from lmtune.config import RunConfig, dump_config
-from lmtune.errors import LmtuneError
+from lmtune.errors import Interrupted, LmtuneError
+from lmtune.runs import check_output_dir, hold, remove_if_empty
 from lmtune.tune import study as studies
 from lmtune.tune.results import format_leaderboard, summarise
 from lmtune.tune.space import parse_space
@@ -82,6 +83,16 @@ def tune(config: RunConfig, source: str, *, workers: int = 1, overwrite: bool = 
     _check_objective(config, source)
     n_budget = studies.budget(config, space)
     folder = studies.study_dir(config)
+    made = check_output_dir(config)
+    try:
+        with hold(folder, shared=True):  # searches of one name share it; a `train` of that name waits
+            return _search(config, folder, space, n_budget, workers, overwrite)
+    except BaseException:
+        remove_if_empty(made)
+        raise
+
+
+def _search(config: RunConfig, folder: Path, space, n_budget, workers: int, overwrite: bool) -> int:
     _prepare_folder(folder, config, overwrite)
     url = studies.storage_url(config)
     storage = studies.open_storage(url)
@@ -98,7 +109,7 @@ def tune(config: RunConfig, source: str, *, workers: int = 1, overwrite: bool = 
             _spawn(folder / "config.yaml", workers)
     except KeyboardInterrupt:
         _finish(study, config, folder, space, n_budget, workers, url, started)
-        raise LmtuneError(
+        raise Interrupted(
             f"interrupted; finished trials are kept in {folder}: run the same command to continue the search"
         ) from None
     except LmtuneError:

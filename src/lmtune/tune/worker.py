@@ -22,7 +22,7 @@ from optuna.trial import TrialState
 from transformers import TrainerCallback
 
 from lmtune.config import RunConfig, validate
-from lmtune.errors import LmtuneError
+from lmtune.errors import Interrupted, LmtuneError
 from lmtune.runs import open_run
 from lmtune.tasks import recipe
 from lmtune.tune import study as studies
@@ -113,7 +113,9 @@ def train_trial(config: RunConfig, trial: optuna.Trial, folder: Path) -> float:
 
 def _interrupted(error: BaseException) -> bool:
     """open_run turns Ctrl-C into an LmtuneError: still an interruption, not a bad trial."""
-    return isinstance(error, KeyboardInterrupt) or isinstance(error.__context__, KeyboardInterrupt)
+    return isinstance(error, KeyboardInterrupt | Interrupted) or isinstance(
+        error.__context__, KeyboardInterrupt
+    )
 
 
 def _tell(study, trial, state: TrialState, value: float | None = None, **attrs):
