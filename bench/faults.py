@@ -13,6 +13,8 @@ finishes, then the totals.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
 import sys
 import tempfile
 import time
@@ -36,6 +38,12 @@ def tiny_bert(folder: Path) -> Path:
     return folder
 
 
+def quiet(argv: list[str]) -> int:
+    """lmtune's own command, its progress and tables kept off this script's output."""
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+        return lmtune(argv)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--points", type=int, default=24)
@@ -46,7 +54,7 @@ def main() -> None:
         root = Path(tmp)
         model = tiny_bert(root / "tiny-bert")
         (root / "work").mkdir()
-        scenario = Scenario(root / "work", model, synthetic_rows(160), lmtune)
+        scenario = Scenario(root / "work", model, synthetic_rows(160), quiet)
         print(f"reference runs ready in {time.monotonic() - started:.0f} s", flush=True)
         results = []
         for i, point in enumerate(points(args.points, args.seed), 1):

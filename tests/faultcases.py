@@ -64,10 +64,12 @@ def points(n: int, seed: int) -> list[Point]:
         Point("export.write"),
     ]
     chosen = fixed[:n]
-    while len(chosen) < n:
+    while len(chosen) < n:  # distinct points, as long as there are untried ones
         site = rng.choice(["train.step", "train.step", "checkpoint.weights", "checkpoint.saved"])
         top = STEPS if site == "train.step" else CHECKPOINTS
-        chosen.append(Point(site, rng.randint(1, top)))
+        point = Point(site, rng.randint(1, top))
+        if point not in chosen or len(chosen) >= STEPS + 2 * CHECKPOINTS:
+            chosen.append(point)
     return chosen
 
 
@@ -85,7 +87,7 @@ class Scenario:
             self.data,
             root / "runs",
             training={
-                "epochs": 3,
+                "epochs": 2,
                 "eval_every": 4,
                 "early_stopping": {"patience": None},
                 "save_total_limit": 3,
@@ -143,7 +145,7 @@ class Scenario:
         child = subprocess.run(
             [sys.executable, "-m", "lmtune.cli", *self.command(point)],
             env=env,
-            capture_output=True,
+            capture_output=True,  # the child's output is not shown: only how it ended matters
             timeout=600,
             cwd=self.root,
         )
@@ -239,7 +241,7 @@ def run_point(scenario: Scenario, point: Point) -> dict:
     return {
         "point": point.spec,
         "killed": status == -9,
-        "recovery": " ".join(recovery[:1] + recovery[2:]),
+        "recovery": " ".join(word for word in recovery if not word.startswith("/")),  # not its paths
         "rc": rc,
         **found,
     }

@@ -76,7 +76,11 @@ def made_by_lmtune(folder: Path) -> bool:
 def make_partial(folder: Path) -> Path:
     """Create `folder` (a `.partial`) with its marker inside, before anything else goes in."""
     folder.mkdir(parents=True)
-    (folder / PARTIAL_MARKER).write_text(json.dumps(_holder()))
+    try:
+        (folder / PARTIAL_MARKER).write_text(json.dumps(_holder()))
+    except BaseException:  # a full disk: an unmarked folder left here could never be removed by lmtune
+        shutil.rmtree(folder, ignore_errors=True)
+        raise
     return folder
 
 
