@@ -525,10 +525,10 @@ NUMERIC_LEAVES = [k for k in LEAVES if k.annotation in (int, float, int | None, 
 
 def _registries() -> dict[str, list]:
     from lmtune.evaluate.metrics import names_for_task
-    from lmtune.models.methods import METHODS
-    from lmtune.tasks import TASK_METRICS, TASKS
+    from lmtune.models.registry import METHODS
+    from lmtune.tasks import TASKS
 
-    metrics = sorted({m for task in TASKS for m in (*TASK_METRICS[task], *names_for_task(task))})
+    metrics = sorted({m for task in TASKS for m in (*TASKS[task].metrics, *names_for_task(task))})
     return {"task": list(TASKS), "method.name": list(METHODS), "metric": metrics}
 
 

@@ -157,3 +157,38 @@ def test_empty_sections_and_non_mapping_configs(tmp_path):
     listing = write(tmp_path, "- a\n- b\n")
     with pytest.raises(LmtuneError, match="expected a mapping of sections"):
         load_config(listing, ["training.epochs=1"])
+
+
+BLOCKED = ("torch", "transformers", "peft", "trl", "datasets", "accelerate", "bitsandbytes", "optuna")
+
+
+def test_config_validation_imports_no_torch(tmp_path):
+    """`import lmtune.config` and validating any config (every example, every task, method, metric list
+    and a search section) work where torch and the model libraries cannot be imported at all."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    examples = sorted(str(p) for p in (Path(__file__).parents[1] / "examples").glob("*.yaml"))
+    script = f"""
+import importlib.abc, sys
+class Block(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path, target=None):
+        if name.split(".")[0] in {BLOCKED!r}:
+            raise ImportError("blocked: " + name)
+sys.meta_path.insert(0, Block())
+from lmtune.config import load_config
+from lmtune.models.registry import METHODS
+from lmtune.tasks import TASKS
+for path in {examples!r}:
+    load_config(path)
+for task, spec in TASKS.items():
+    for method in METHODS:
+        load_config(None, [f"task={{task}}", f"method.name={{method}}", f"evaluation.metric={{spec.metrics[0]}}",
+                           "evaluation.metrics=[" + spec.columns[0] + "]"])
+print("ok", sorted(m for m in sys.modules if m.split(".")[0] in {BLOCKED!r}))
+"""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split("\n")[0] == "ok []"
+    assert len(examples) >= 10

@@ -13,6 +13,7 @@ from conftest import SHARED, capital_records, tiny_config, tiny_sft_config, writ
 from lmtune.cli import main
 from lmtune.config import validate
 from lmtune.data.formats import Example
+from lmtune.errors import LmtuneError
 from lmtune.evaluate import forgetting
 from lmtune.evaluate.generation import heldout_loss
 from lmtune.models.load import load_classifier, load_generative, load_tokenizer
@@ -104,7 +105,7 @@ def test_perplexity_reference_flags_a_wrecked_model(tiny_generative_dir, capital
     assert heldout_loss(config, load_generative(model_dir), pad, windows, "x")["perplexity"] == pytest.approx(
         strict["before"], rel=1e-4
     )
-    tuned = generative.load_run(tmp_path / "runs" / "run").model
+    tuned = generative.load(tmp_path / "runs" / "run").model
     assert heldout_loss(config, tuned, pad, windows, "x")["perplexity"] == pytest.approx(
         strict["after"], rel=1e-4
     )
@@ -172,7 +173,7 @@ def test_probe_reference_on_a_classify_run(tiny_model_dir, labelled_csv, tmp_pat
 
     # before: the untuned body (the head is not used); the same folds give the same score
     config = validate(raw, "test")
-    [again] = forgetting.read_references(config, load_tokenizer(model_dir))
+    [again] = forgetting.read(config, load_tokenizer(model_dir))
     untuned = load_classifier(model_dir, ["neg", "pos"])
     assert forgetting.measure(config, untuned, load_tokenizer(model_dir), [again]) == [
         pytest.approx(result["before"])
@@ -286,3 +287,43 @@ def test_smollm2_on_wikitext2_keeps_its_perplexity_under_a_gentle_lora(tmp_path,
     with capsys.disabled():
         print(f"\nSmolLM2 on WikiText-2: {json.dumps(result)}")
     assert 5 < result["before"] < 100 and abs(result["change"]) < 0.10 and not result["catastrophic"]
+
+
+def test_audit_section_is_the_checks_registry_home_of_forgetting(
+    tiny_model_dir, labelled_csv, tmp_path, capsys
+):
+    """audit.forgetting works as evaluation.forgetting does and its errors name audit.forgetting.N; the
+    references live in one place; a listed check needs its settings; audit.checks: [] turns checks off."""
+    from lmtune.evaluate import checks
+
+    model_dir = tiny_model_dir("bert")
+    raw = tiny_config(model_dir, labelled_csv, tmp_path / "runs")
+    path = tmp_path / "run.yaml"
+    path.write_text(yaml.safe_dump({**raw, "audit": {"forgetting": [{"data": "missing.txt"}]}}))
+    assert main(["train", str(path)]) == 2
+    assert "audit.forgetting.0.data: file 'missing.txt' does not exist" in capsys.readouterr().err
+    assert not (tmp_path / "runs").exists()
+
+    reference = {"data": str(labelled_csv), "name": "again", "max_rows": 40}
+    both = {**raw, "audit": {"forgetting": [reference]}, "evaluation": {"forgetting": [reference]}}
+    with pytest.raises(LmtuneError, match="audit.forgetting and evaluation.forgetting both set"):
+        validate(both, "test")
+    with pytest.raises(
+        LmtuneError, match="audit.checks: 'forgetting' is listed but audit.forgetting is empty"
+    ):
+        validate({**raw, "audit": {"checks": ["forgetting"]}}, "test")
+    with pytest.raises(LmtuneError, match="unknown check 'bias'; allowed: forgetting"):
+        validate({**raw, "audit": {"checks": ["bias"]}}, "test")
+    on = validate({**raw, "audit": {"forgetting": [reference]}}, "test")
+    old = validate({**raw, "evaluation": {"forgetting": [reference]}}, "test")
+    off = validate({**raw, "audit": {"forgetting": [reference], "checks": []}}, "test")
+    assert checks.active(on) == checks.active(old) == ["forgetting"] and checks.active(off) == []
+    tokenizer = load_tokenizer(model_dir)
+    [new_place] = checks.read(on, tokenizer)["forgetting"]
+    [old_place] = checks.read(old, tokenizer)["forgetting"]
+    assert (new_place.name, new_place.texts, new_place.labels) == (
+        old_place.name,
+        old_place.texts,
+        old_place.labels,
+    )
+    assert checks.read(off, tokenizer) == {}

@@ -11,7 +11,7 @@ from safetensors.torch import load_file
 
 from lmtune.config import validate
 from lmtune.runs import open_run
-from lmtune.tasks.classify import evaluate, load_run, predict, prepare, train
+from lmtune.tasks.classify import evaluate, load, predict, prepare, train
 
 ARCHS = ["bert", "roberta", "xlnet"]
 METHODS = {
@@ -75,7 +75,8 @@ def test_method_trains_saves_and_predicts(tiny_model_dir, labelled_csv, tmp_path
     logits = []
     for seed in (0, 1):
         torch.manual_seed(seed)
-        _, model, tokenizer, labels = load_run(run_dir)
+        loaded = load(run_dir)
+        model, tokenizer, labels = loaded.model, loaded.tokenizer, loaded.labels
         with torch.inference_mode():
             logits.append(model.eval()(**tokenizer(["the movie was great"], return_tensors="pt")).logits)
     assert torch.allclose(logits[0], logits[1])

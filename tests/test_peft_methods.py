@@ -6,6 +6,8 @@ Generative: GPT-2, Llama, Qwen2 (causal) and T5, BART (seq2seq); classifiers: BE
 
 from __future__ import annotations
 
+import contextlib
+
 import pytest
 import torch
 from tokenizers import Tokenizer, models, pre_tokenizers
@@ -24,6 +26,7 @@ from transformers import (
     XLNetConfig,
 )
 
+from lmtune import shims
 from lmtune.config import MethodConfig
 from lmtune.errors import LmtuneError
 from lmtune.models import adapters
@@ -150,7 +153,8 @@ def base_dir(tmp_path_factory):
 def load(folder, config: MethodConfig | None = None):
     """The base as a recipe loads it: from its folder, with the method's load_options."""
     options = load_options(config) if config else {}
-    return AUTO_CLASS[folder].from_pretrained(str(folder), **options).eval()
+    with shims.bitsandbytes_exact_cpu_path() if options else contextlib.nullcontext():
+        return AUTO_CLASS[folder].from_pretrained(str(folder), **options).eval()
 
 
 def batch(model) -> dict:

@@ -56,6 +56,17 @@ def test_sft_learns_answers_and_stops_at_end_of_turn(tiny_generative_dir, capita
     again = sft.evaluate(run_dir)  # the same test split, re-cut from the same file and seed
     assert again["loss"] == pytest.approx(tuned["loss"], rel=1e-4)
 
+    # eval --data honours the reader flags on a generative run too (they were dropped once)
+    records = capital_records(12, seed=3)
+    semicolons = tmp_path / "capitals.csv"
+    semicolons.write_text(
+        "instruction;output\n" + "".join(f"{r['instruction']};{r['output']}\n" for r in records)
+    )
+    plain = tmp_path / "capitals_again.json"
+    plain.write_text(json.dumps(records))
+    read = sft.evaluate(run_dir, str(semicolons), separator=";", columns=None, text_column=None)
+    assert read["loss"] == pytest.approx(sft.evaluate(run_dir, str(plain))["loss"], rel=1e-6)
+
 
 def test_packed_rows_give_the_same_loss_as_separate_examples(tiny_generative_dir):
     """Positions restart per example and attention stays inside it: packing changes nothing but speed."""

@@ -74,6 +74,14 @@ def test_dropout_override_reaches_every_dropout_rate(tiny_model_dir):
     assert xlnet.config.dropout == 0.25 and xlnet.config.summary_last_dropout == 0.25
 
 
+def test_torch_still_has_the_cpu_feature_probes_precision_relies_on():
+    """Tripwire for models/precision.cpu_has_bf16: without these private probes `auto` would silently
+    lose bf16 on AMX/AVX512-BF16 CPUs."""
+    import torch
+
+    assert callable(torch.cpu._is_amx_tile_supported) and callable(torch.cpu._is_avx512_bf16_supported)
+
+
 def test_precision_choices(monkeypatch):
     import torch
 
@@ -116,3 +124,72 @@ def test_inference_picks_attention_by_batch_length_and_restores_it(tiny_model_di
     assert switches == ["sdpa", "eager"]  # the 102-token batch ran on sdpa, then training's kernel is back
     eager = forward_batches(model, tokenizer, texts, attention="eager", **kwargs)
     np.testing.assert_allclose(auto, eager, atol=1e-5)
+
+
+def test_loss_seam_carries_per_row_weights_and_penalties(tiny_model_dir, tmp_path):
+    """A `weight` column reaches the recipe's loss as per-row weights (a zero-weight row changes
+    nothing), penalties are added while training only, and a weighted run trains end to end."""
+    import torch
+    from datasets import Dataset
+    from transformers import AutoTokenizer, DataCollatorWithPadding
+
+    from lmtune.models.loss import classification_loss
+    from lmtune.train import build_trainer
+
+    folder = tiny_model_dir("bert")
+    tokenizer = AutoTokenizer.from_pretrained(str(folder))
+    model = load_classifier(folder, ["neg", "pos"])
+    texts, labels = ["good movie", "awful food", "lovely day", "sad service"] * 4, [1, 0, 1, 0] * 4
+    encoded = tokenizer(texts)
+    rows = Dataset.from_dict(
+        {
+            **encoded,
+            "labels": labels,
+            "length": [len(i) for i in encoded["input_ids"]],
+            "weight": [1.0, 0.0] * 8,
+        }
+    )
+    config = validate(tiny_config(folder, "unused.csv", tmp_path / "runs"), "test")
+    calls = []
+
+    def penalty(model, inputs, outputs):
+        calls.append(model.training)
+        return torch.tensor(0.25)
+
+    trainer = build_trainer(
+        config,
+        tmp_path / "run",
+        model=model,
+        tokenizer=tokenizer,
+        train_dataset=rows,
+        eval_dataset=None,
+        collator=DataCollatorWithPadding(tokenizer),
+        compute_metrics=None,
+        loss=classification_loss(),
+        penalties=[penalty],
+    )
+    collate = DataCollatorWithPadding(tokenizer)
+    batch = collate(
+        [
+            {k: rows[i][k] for k in ("input_ids", "attention_mask", "token_type_ids", "labels")}
+            for i in range(4)
+        ]
+    )
+    for module in model.modules():  # no dropout: the same forward in training and evaluation mode
+        if isinstance(module, torch.nn.Dropout):
+            module.p = 0.0
+    kept = {k: v[[0, 2]] for k, v in batch.items()}
+    with torch.no_grad():
+        logits = model.eval()(**{k: v for k, v in kept.items() if k != "labels"}).logits
+        plain = torch.nn.functional.cross_entropy(logits, kept["labels"])
+        model.train()
+        weighted = trainer.compute_loss(model, {**batch, "weight": torch.tensor([1.0, 0.0, 1.0, 0.0])})
+    assert float(weighted) == pytest.approx(float(plain) + 0.25, rel=1e-5)
+    assert calls == [True]
+    model.eval()
+    with torch.no_grad():
+        trainer.compute_loss(model, dict(batch))  # evaluation: the plain loss, no penalty
+    assert calls == [True]
+    model.train()
+    trainer.train()  # the weight column survives the Trainer's column filter; `length` never reaches the model
+    assert trainer.state.global_step == 4 and len(calls) == 1 + 4  # 16 rows, batch 8, 2 epochs

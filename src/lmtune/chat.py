@@ -15,18 +15,17 @@ HELP = "/reset starts a new conversation, /exit (or Ctrl-D) quits"
 
 
 def chat(run_dir: Path, *, max_new_tokens: int | None = None, read: Callable[[str], str] = input) -> int:
-    from lmtune.tasks import generative, recipe
+    from lmtune.tasks.contract import Predictor
 
     task = read_run(run_dir)["task"]
     if task not in ("sft", "seq2seq"):
         raise LmtuneError(
             f"chat: {run_dir} is a {task} run; chat needs a generative run (task sft or seq2seq)"
         )
-    module = recipe(task)
-    run = generative.load_run(run_dir)
+    run = Predictor.open(run_dir)
     if max_new_tokens:
         run.config.evaluation.generation.max_new_tokens = max_new_tokens
-    print(f"chatting with {run_dir} ({run.info['method']} on {run.info['base_model']}); {HELP}", flush=True)
+    print(f"chatting with {run_dir} ({run.describe()}); {HELP}", flush=True)
     history: list[dict] = []
     while True:
         try:
@@ -45,8 +44,7 @@ def chat(run_dir: Path, *, max_new_tokens: int | None = None, read: Callable[[st
         sys.stdout.write("model> ")
         sys.stdout.flush()
         streamer = TextStreamer(run.tokenizer, skip_prompt=True, skip_special_tokens=True)
-        prompt = module.prompt_ids(run, text, history)
-        result = generative.answer(run, [prompt], [text], streamer=streamer)[0]
+        result = run.generate(text, history, streamer=streamer)
         if not result["stopped"]:
             print(
                 f"[stopped at max_new_tokens = {run.config.evaluation.generation.max_new_tokens}]", flush=True

@@ -14,21 +14,20 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# What the command line shows of transformers: errors only, no loading/saving bars (training and
+# evaluation keep their own). Set by the entry point, never as a side effect of a library module;
+# a user's own TRANSFORMERS_VERBOSITY=info still wins.
+os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 
 from lmtune.errors import Interrupted, LmtuneError, as_flags, machine_failure  # noqa: E402
 
-# headline columns of a results table: classification scores, or language-model ones
-COLUMNS = [
-    ["accuracy", "precision_macro", "recall_macro", "f1_macro"],
-    ["loss", "perplexity", "rougeL", "bleu", "exact_match", "stop_rate"],
-]
 
+def format_table(results: dict[str, dict], task: str) -> str:
+    """The task's headline scores per model, each with its 95% bootstrap interval when it has one."""
+    from lmtune.tasks import TASKS
 
-def format_table(results: dict[str, dict]) -> str:
-    """Headline scores per model, each with its 95% bootstrap interval when the result has one."""
-    first = next(iter(results.values()))
-    columns = next(c for c in COLUMNS if c[0] in first)
-    columns = [c for c in columns if all(c in r for r in results.values())]
+    columns = [c for c in TASKS[task].columns if all(c in r for r in results.values())]
 
     def cell(result: dict, metric: str) -> str:
         low_high = result.get("ci", {}).get(metric)
@@ -72,15 +71,23 @@ def _train(config, *, resume: bool, overwrite: bool) -> int:
         with open_run(config, resume=resume, overwrite=overwrite) as run_dir:
             metrics = task.train(config, prepared, run_dir, resume=resume)
     print(f"\nTest split ({metrics['rows']['test']} examples):")
-    print(format_table(metrics["test"]))
+    print(format_table(metrics["test"], config.task))
     print(f"\nrun directory: {final_dir(config)}\nreport: {final_dir(config) / 'report.html'}")
     return 0
+
+
+def quiet_optuna() -> None:
+    """Optuna's per-trial INFO lines duplicate lmtune's own; the search's entry points call this."""
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
 
 
 def cmd_tune(args) -> int:
     from lmtune.config import load_config
     from lmtune.tune import tune
 
+    quiet_optuna()
     config = load_config(args.config, args.set)
     return tune(config, args.config, workers=args.workers, overwrite=args.overwrite)
 
@@ -104,11 +111,13 @@ def cmd_quickstart(args) -> int:
     return _train(config, resume=False, overwrite=args.overwrite)
 
 
-def _task_of(run_dir: Path):
+def _task_of(run_dir: Path) -> tuple[str, object]:
+    """(task name, recipe module) of a finished run."""
     from lmtune.runs import read_run
     from lmtune.tasks import recipe
 
-    return recipe(read_run(run_dir)["task"])
+    name = read_run(run_dir)["task"]
+    return name, recipe(name)
 
 
 def _reader(args) -> dict:
@@ -124,10 +133,10 @@ def _reader(args) -> dict:
 
 def cmd_eval(args) -> int:
     run_dir = Path(args.run_dir)
-    task = _task_of(run_dir)
+    name, task = _task_of(run_dir)
     with as_flags(READER_FLAGS, "eval --data options"):
         metrics = task.evaluate(run_dir, args.data, **_reader(args))
-    print(format_table({"tuned": metrics}))
+    print(format_table({"tuned": metrics}, name))
     if args.output:
         Path(args.output).parent.mkdir(parents=True, exist_ok=True)
         Path(args.output).write_text(json.dumps(metrics, indent=2))
@@ -138,7 +147,7 @@ def cmd_compare(args) -> int:
     from lmtune.evaluate import compare, predictions
 
     run_dirs = [Path(p) for p in args.run_dirs]
-    tasks = {run_dir: _task_of(run_dir) for run_dir in run_dirs}  # each must be a finished run
+    tasks = {run_dir: _task_of(run_dir)[1] for run_dir in run_dirs}  # each must be a finished run
     reader = _reader(args)
 
     def scorer(run_dir: Path, with_base: bool) -> dict:
@@ -161,8 +170,10 @@ def cmd_compare(args) -> int:
 
 
 def cmd_predict(args) -> int:
+    from lmtune.tasks.contract import Predictor
+
     run_dir = Path(args.run_dir)
-    task = _task_of(run_dir)
+    _task_of(run_dir)  # a damaged or unfinished run directory is refused before the texts are read
     texts = list(args.texts)
     if args.file:
         path = Path(args.file)
@@ -175,7 +186,7 @@ def cmd_predict(args) -> int:
         texts += [line.strip() for line in lines if line.strip()]
     if not texts:
         raise LmtuneError("predict: give texts as arguments or --file FILE (one text per line)")
-    for result in task.predict(run_dir, texts):
+    for result in Predictor.open(run_dir).predict(texts):
         if args.json:
             print(json.dumps(result, ensure_ascii=False))
         elif "answer" in result:  # generative runs
@@ -238,11 +249,13 @@ def cmd_data_inspect(args) -> int:
 def cmd_data_prepare(args) -> int:
     from lmtune.config import load_config
     from lmtune.data import commands
+    from lmtune.tasks import TASKS
 
     config = load_config(args.config, args.set)
     out = Path(args.out) if args.out else Path(config.output.dir) / f"{config.output.name}-data"
-    result = commands.prepare(config, out, args.overwrite)
-    print(commands.summary(result.report, "labelled" if config.task == "classify" else "generative"))
+    kind = TASKS[config.task].rows
+    result = commands.prepare(config, kind, out, args.overwrite)
+    print(commands.summary(result.report, kind))
     print(f"\nprepared data: {out} (train/validation/test.jsonl, data_report.json, data_report.html)")
     return 0
 
@@ -382,8 +395,20 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def quiet_transformers() -> None:
+    """The environment above quiets transformers when it is imported after this module; a process that
+    imported it first (a test, a script calling main) gets the same settings here."""
+    if "transformers" in sys.modules:
+        from transformers.utils import logging as hf_logging
+
+        if "TRANSFORMERS_VERBOSITY" not in os.environ or os.environ["TRANSFORMERS_VERBOSITY"] == "error":
+            hf_logging.set_verbosity_error()
+        hf_logging.disable_progress_bar()
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    quiet_transformers()
     try:
         return args.func(args)
     except LmtuneError as error:

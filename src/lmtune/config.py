@@ -252,7 +252,7 @@ class AdapterConfig(Section):
 
 
 class MethodConfig(Section):
-    name: str = Field("full", description="a method from the registry (lmtune.models.methods.METHODS)")
+    name: str = Field("full", description="a method from the registry (lmtune.models.registry.METHODS)")
     freeze: FreezeConfig = FreezeConfig()
     lora: LoraConfig = Field(LoraConfig(), description="also used by dora and qlora")
     qlora: QloraConfig = QloraConfig()
@@ -264,7 +264,7 @@ class MethodConfig(Section):
     @field_validator("name")
     @classmethod
     def _known_method(cls, value: str) -> str:
-        from lmtune.models.methods import METHODS
+        from lmtune.models.registry import METHODS  # torch-free
 
         return _registered(value, METHODS, "method")
 
@@ -387,6 +387,31 @@ class EvaluationConfig(Section):
     )
 
 
+class AuditConfig(Section):
+    """Checks of the tuned model against the untuned one (lmtune.evaluate.checks): each reads its
+    references before the run, measures before and after tuning, and reports the change."""
+
+    checks: list[str] | None = Field(
+        None,
+        description="the checks to run (lmtune.evaluate.checks.CHECKS); default: every check whose own "
+        "settings below are given",
+    )
+    forgetting: list[ReferenceConfig] = Field(
+        [],
+        description="forgetting: reference datasets of the model's original abilities, scored before and "
+        "after tuning (evaluation.forgetting is the same list in its older place)",
+    )
+
+    @field_validator("checks")
+    @classmethod
+    def _known_checks(cls, value: list[str] | None) -> list[str] | None:
+        from lmtune.evaluate.checks import CHECKS  # a torch-free table
+
+        for name in value or []:
+            _registered(name, CHECKS, "check")
+        return value
+
+
 class ChatConfig(Section):
     template: Literal["auto", "tokenizer", "chatml", "llama3", "alpaca"] = Field(
         "auto",
@@ -474,6 +499,7 @@ class RunConfig(Section):
     training: TrainingConfig = TrainingConfig()
     evaluation: EvaluationConfig = EvaluationConfig()
     chat: ChatConfig = ChatConfig()
+    audit: AuditConfig = AuditConfig()
     output: OutputConfig = OutputConfig()
     search: SearchConfig | None = None
 
@@ -487,9 +513,9 @@ class RunConfig(Section):
     @model_validator(mode="after")
     def _task_defaults(self) -> RunConfig:
         """Validation metrics and baselines differ per task: fill the defaults, reject the rest."""
-        from lmtune.tasks import TASK_BASELINES, TASK_METRICS
+        from lmtune.tasks import TASKS
 
-        metrics, baselines = TASK_METRICS[self.task], TASK_BASELINES[self.task]
+        metrics, baselines = TASKS[self.task].metrics, TASKS[self.task].baselines
         e = self.evaluation
         if e.metric is None:
             e.metric = metrics[0]
@@ -503,6 +529,21 @@ class RunConfig(Section):
             raise ValueError(
                 f"evaluation.baselines: {unknown} not available for {self.task}; allowed: {', '.join(baselines)}"
             )
+        return self
+
+    @model_validator(mode="after")
+    def _audit_settings(self) -> RunConfig:
+        """A listed check needs its settings; the forgetting references live in one place."""
+        a = self.audit
+        if a.forgetting and self.evaluation.forgetting:
+            raise ValueError(
+                "audit.forgetting and evaluation.forgetting both set: give the references in one of them "
+                "(evaluation.forgetting is the older place of audit.forgetting)"
+            )
+        from lmtune.evaluate.checks import configured
+
+        if missing := [name for name in a.checks or [] if not configured(self, name)]:
+            raise ValueError(f"audit.checks: {missing[0]!r} is listed but audit.{missing[0]} is empty")
         return self
 
     @model_validator(mode="after")
@@ -716,6 +757,16 @@ def load_config(path: str | Path | None, overrides: list[str] | None = None) -> 
                 "folder name, not starting with '.'); set output.name"
             ) from None
     return config
+
+
+def with_reader(config: RunConfig, reader: dict | None, source: str = "eval --data options") -> RunConfig:
+    """`config` with the data.* keys that say how to read a file (text_column, separator, …) replaced
+    by a command's flags; checked like the same keys of a config file. Unset flags keep the config's."""
+    overrides = {key: value for key, value in (reader or {}).items() if value}
+    if not overrides:
+        return config
+    raw = config.model_dump(mode="json")
+    return validate({**raw, "data": {**raw["data"], **overrides}}, source)
 
 
 def dump_config(config: RunConfig) -> str:

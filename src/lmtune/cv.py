@@ -27,9 +27,9 @@ import numpy as np
 from lmtune.config import RunConfig, dump_config, validate
 from lmtune.errors import LmtuneError
 from lmtune.runs import MARKER, open_run
+from lmtune.tasks import TASKS
 
 # scores plotted across folds, when a task has them (the rest are in the tables)
-HEADLINE = ["accuracy", "f1_macro", "precision_macro", "recall_macro", "loss", "perplexity", "rougeL", "bleu"]
 
 
 def fold_config(config: RunConfig, fold: int) -> RunConfig:
@@ -158,15 +158,15 @@ def format_summary(summary: dict) -> str:
     return "\n".join(lines)
 
 
-def across_folds_plot(summary: dict) -> str:
+def across_folds_plot(summary: dict, columns: tuple[str, ...]) -> str:
     """One panel per headline score: its value in each fold, the mean (line) and ± std (band)."""
-    from lmtune.evaluate.report import plt, png  # pyplot on the Agg backend
+    from lmtune.page import png, subplots
 
     rows = {r[0]: r for r in _rows(summary)}
-    shown = [n for n in HEADLINE if n in rows]
+    shown = [n for n in columns if n in rows]
     best = f"best validation {summary['validation_metric']}"
     shown = (shown or list(rows)[:4]) + ([best] if rows[best][1] is not None else [])
-    fig, axes = plt.subplots(1, len(shown), figsize=(2.8 * len(shown), 2.8), squeeze=False)
+    fig, axes = subplots(1, len(shown), figsize=(2.8 * len(shown), 2.8), squeeze=False)
     folds = list(range(1, summary["folds"] + 1))
     for ax, name in zip(axes[0], shown, strict=True):
         _, mean, std, values = rows[name]
@@ -182,7 +182,7 @@ def across_folds_plot(summary: dict) -> str:
 
 def write_report(path: Path, config: RunConfig, summary: dict) -> Path:
     """report.html: facts, mean ± std and per-fold scores, the scores across folds, links to each fold."""
-    from lmtune.evaluate import report
+    from lmtune.page import table, write_page
 
     k, first = summary["folds"], summary["per_fold"][0]
     header = ["score", "mean ± std", *(f"fold {i}" for i in range(1, k + 1))]
@@ -198,7 +198,7 @@ def write_report(path: Path, config: RunConfig, summary: dict) -> Path:
         f"<th>best validation {html.escape(summary['validation_metric'])}</th><th>run directory</th></tr>"
         f"{folds}</table>"
     )
-    return report.write_report(
+    return write_page(
         path,
         title=f"lmtune cross-validation: {config.output.name}",
         facts={
@@ -212,12 +212,10 @@ def write_report(path: Path, config: RunConfig, summary: dict) -> Path:
         sections=[
             (
                 "Cross-validation: mean ± std over the folds (tuned model, test split)",
-                report.table(header, scores),
+                table(header, scores),
             ),
-            ("Scores across folds", across_folds_plot(summary)),
+            ("Scores across folds", across_folds_plot(summary, TASKS[config.task].columns)),
             ("Folds", fold_table),
         ],
-        history=[],
-        metric=config.evaluation.metric,
         config_text=dump_config(config),
     )

@@ -21,7 +21,8 @@ from lmtune.errors import LmtuneError
 from lmtune.models.weights import merge, save_weights
 from lmtune.runs import EXPORT_MARKER as MARKER
 from lmtune.runs import MARKER as RUN_MARKER
-from lmtune.runs import hold, make_partial, publish, read_run, recover, remove_partial
+from lmtune.runs import building, hold, read_run, recover, remove_partial
+from lmtune.tasks.contract import Predictor
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 CARRIED = ("generation_config.json", "lmtune_model.json", "labels.json")
@@ -56,29 +57,17 @@ def check_target(run_dir: Path, out: Path, overwrite: bool) -> None:
         raise LmtuneError(f"export: '{out}' holds the run directory '{held}'; lmtune will not replace it")
 
 
-def _load(run_dir: Path, task: str):
-    """(model, tokenizer) of a finished run, whatever its task."""
-    if task == "classify":
-        from lmtune.tasks.classify import load_run
-
-        _, model, tokenizer, _ = load_run(run_dir)
-        return model, tokenizer
-    from lmtune.tasks.generative import load_run
-
-    run = load_run(run_dir)
-    return run.model, run.tokenizer
-
-
 def export(run_dir: Path, out: Path, *, merged: bool, dtype: str = "fp32", overwrite: bool = False) -> Path:
-    task = read_run(run_dir)["task"]
+    read_run(run_dir)  # a finished, undamaged run, checked before the target
     check_target(run_dir, out, overwrite)
     out.parent.mkdir(parents=True, exist_ok=True)
     with hold(out):
-        return _export(run_dir, task, out, merged, dtype)
+        return _export(run_dir, out, merged, dtype)
 
 
-def _export(run_dir: Path, task: str, out: Path, merged: bool, dtype: str) -> Path:
-    model, tokenizer = _load(run_dir, task)
+def _export(run_dir: Path, out: Path, merged: bool, dtype: str) -> Path:
+    run = Predictor.open(run_dir)
+    model, tokenizer = run.model, run.tokenizer
     adapter = hasattr(model, "peft_config") or getattr(model, "lmtune_adapters", None) is not None
     if not merged and not adapter:
         raise LmtuneError(
@@ -87,8 +76,7 @@ def _export(run_dir: Path, task: str, out: Path, merged: bool, dtype: str) -> Pa
     scratch = out.with_name(f".{out.name}.export.partial")  # one at a time: export holds out's lock
     recover(out, scratch)
     remove_partial(scratch, "give another folder")  # what a killed export left
-    make_partial(scratch)
-    try:
+    with building(scratch, out):
         if merged:
             plain = merge(model) if adapter else model
             plain.to(DTYPES[dtype]).save_pretrained(scratch)
@@ -103,8 +91,4 @@ def _export(run_dir: Path, task: str, out: Path, merged: bool, dtype: str) -> Pa
             json.dumps({"run": str(run_dir.resolve()), "merged": merged, "dtype": dtype})
         )
         faults.point("export.write")
-        publish(scratch, out)
-    except BaseException:
-        shutil.rmtree(scratch, ignore_errors=True)
-        raise
     return out

@@ -297,7 +297,9 @@ class LocalMLflow(MLflowCallback):
 
     def setup(self, args, state, model):
         if not os.environ.get("MLFLOW_TRACKING_URI"):
-            self._ml_flow.set_tracking_uri((self.run_dir / "mlruns").resolve().as_uri())
+            import mlflow
+
+            mlflow.set_tracking_uri((self.run_dir / "mlruns").resolve().as_uri())
         super().setup(args, state, model)
 
 

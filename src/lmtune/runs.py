@@ -252,6 +252,20 @@ def publish(partial: Path, final: Path) -> None:
         shutil.rmtree(old, ignore_errors=True)
 
 
+@contextmanager
+def building(partial: Path, final: Path):
+    """Yield `partial` (made with its marker) to write a folder in; publish it as `final` when the block
+    ends, remove it when the block raises: the one way a data folder or an export is written (runs, which
+    keep checkpoints for --resume, go through open_run)."""
+    make_partial(partial)
+    try:
+        yield partial
+        publish(partial, final)
+    except BaseException:
+        shutil.rmtree(partial, ignore_errors=True)
+        raise
+
+
 def replaced_dir(final: Path) -> Path:
     """Where publish puts the folder it replaces until the new one is in place: a hidden name of
     lmtune's own, never a folder the user owns such as `<name>.old`."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import torch
@@ -28,34 +29,11 @@ from transformers.integrations import TensorBoardCallback
 from lmtune import faults
 from lmtune.config import RunConfig
 from lmtune.errors import LmtuneError
-from lmtune.models.loss import labelled_loss
+from lmtune.models.loss import Loss
 from lmtune.models.methods import count_parameters
+from lmtune.models.precision import resolve_precision
 from lmtune.monitor import LiveView, Monitor, divergence_error, tracker_callbacks
 from lmtune.runs import last_complete_checkpoint
-
-# On a GPU a small model is bound by kernel launches, and autocast's extra cast kernels cost more
-# than bf16 matmuls save: measured on an H100 with MiniLM (22.7M parameters, SST-2, batch 32),
-# bf16 autocast ran at 569 samples/s against 1,199 in fp32. Large models gain from bf16.
-GPU_BF16_MIN_PARAMETERS = 100_000_000
-
-
-def resolve_precision(requested: str, n_parameters: int | None = None) -> str:
-    """auto → bf16 where it is faster: CPUs with AMX or AVX512-BF16, and GPUs with bf16 for models of
-    at least GPU_BF16_MIN_PARAMETERS; else fp32 (fp16 on GPUs without bf16)."""
-    if requested == "fp16" and not torch.cuda.is_available():
-        raise LmtuneError("training.precision = 'fp16' needs a CUDA GPU; allowed on CPU: auto, fp32, bf16")
-    if requested != "auto":
-        return requested
-    if torch.cuda.is_available():
-        if n_parameters is not None and n_parameters < GPU_BF16_MIN_PARAMETERS:
-            return "fp32"
-        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
-    cpu = torch.cpu
-    has_bf16 = (
-        getattr(cpu, "_is_amx_tile_supported", lambda: False)()
-        or getattr(cpu, "_is_avx512_bf16_supported", lambda: False)()
-    )
-    return "bf16" if has_bf16 else "fp32"
 
 
 def check_setup(config: RunConfig) -> None:
@@ -73,46 +51,44 @@ def check_setup(config: RunConfig) -> None:
         )
 
 
-def inference_precision(config: RunConfig, model) -> str:
-    """The precision to score or generate with; a run trained in fp16 on a GPU still runs on a CPU."""
-    requested = config.training.precision
-    if requested == "fp16" and not torch.cuda.is_available():
-        requested = "auto"
-    return resolve_precision(requested, count_parameters(model)[1])
+# A penalty term added to the training loss (EWC, L2-SP, a domain-adversarial term, …):
+# penalty(model, inputs, outputs) -> scalar tensor. Evaluation scores the recipe's loss alone.
+Penalty = Callable[[torch.nn.Module, dict, object], torch.Tensor]
 
 
 class LmtuneTrainer(Trainer):
-    """Trainer plus what it lacks: a step LR schedule (linear warmup, then multiply by gamma every N
-    steps), for language models the loss computed on labelled positions only, and a stop at the first
+    """Trainer plus what it lacks: the loss seam (the recipe's Loss, per-row weights, penalty terms), a
+    step LR schedule (linear warmup, then multiply by gamma every N steps), and a stop at the first
     non-finite loss."""
 
     def __init__(
         self,
         *args,
         step_schedule: tuple[int, float] | None = None,
-        labelled_loss: bool = False,
-        class_weights: list[float] | None = None,
+        loss: Loss | None = None,
+        penalties: Sequence[Penalty] = (),
         **kwargs,
     ):
         super().__init__(*args, **kwargs)
         self._step_schedule = step_schedule
-        self._labelled_loss = labelled_loss
-        self._class_weights = torch.tensor(class_weights) if class_weights else None
+        self._loss = loss
+        self._penalties = tuple(penalties)
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-        if self._class_weights is not None and model.training:  # data.augment.balance = weights
-            labels = inputs.pop("labels")
-            outputs = model(**inputs)
-            weights = self._class_weights.to(outputs.logits.device)
-            loss = torch.nn.functional.cross_entropy(outputs.logits.float(), labels, weight=weights)
-            return (loss, outputs) if return_outputs else loss
-        if not self._labelled_loss:
-            return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
-        total, count = labelled_loss(model, inputs)
-        # normalised over the whole accumulated batch when the Trainer counted it, else per batch
-        self.loss_is_scaled_for_ga = num_items_in_batch is not None
-        loss = total / (num_items_in_batch if num_items_in_batch is not None else count.clamp(min=1))
-        return (loss, {"loss": loss}) if return_outputs else loss
+        """The recipe's loss (or, where it gives none or returns None, the Trainer's: the model's own),
+        on the batch without its `weight` column, which goes to the loss instead; plus the penalties."""
+        weights = inputs.pop("weight", None)
+        result = self._loss(model, inputs, weights, num_items_in_batch) if self._loss else None
+        if result is None:
+            if weights is not None:
+                raise LmtuneError("the training rows carry weights, but this task's loss cannot use them")
+            loss, outputs = super().compute_loss(model, inputs, True, num_items_in_batch)
+        else:
+            loss, outputs, self.loss_is_scaled_for_ga = result
+        if model.training:
+            for penalty in self._penalties:
+                loss = loss + penalty(model, inputs, outputs)
+        return (loss, outputs) if return_outputs else loss
 
     def training_step(self, model, inputs, num_items_in_batch=None):
         """Stop at the first NaN/inf loss, before the optimizer step: no poisoned weights and no
@@ -209,13 +185,20 @@ def build_trainer(
     eval_dataset,
     collator,
     compute_metrics,
-    language_model: bool = False,
-    class_weights: list[float] | None = None,
+    loss: Loss | None = None,
+    penalties: Sequence[Penalty] = (),
     callbacks: tuple = (),
 ) -> Trainer:
+    """The Trainer for a recipe's model, data and loss (models/loss.py: language_model_loss,
+    classification_loss; None = the model's own). A `weight` column in the training rows reaches the
+    loss as per-row weights (the Trainer would drop it as no argument of the model; then the collator
+    drops `length` instead); `penalties` are added to the training loss."""
     has_validation = eval_dataset is not None and len(eval_dataset) > 0
     precision = resolve_precision(config.training.precision, count_parameters(model)[1])
     args = training_arguments(config, run_dir, has_validation, len(train_dataset), precision)
+    if "weight" in (getattr(train_dataset, "column_names", None) or []):
+        args.remove_unused_columns = False
+        collator = _without(collator, "length")
     trackers = tracker_callbacks(config.training.report_to, run_dir)
     if "tensorboard" in config.training.report_to:
         trackers.insert(0, TensorBoardCallback(tb_writer=SummaryWriter(log_dir=str(run_dir / "tb"))))
@@ -239,13 +222,22 @@ def build_trainer(
         compute_metrics=compute_metrics if has_validation else None,
         callbacks=callbacks,
         step_schedule=(t.step_size, t.step_gamma) if t.scheduler == "step" else None,
-        labelled_loss=language_model,
-        class_weights=class_weights,
+        loss=loss,
+        penalties=penalties,
     )
     for default in (ProgressCallback, PrinterCallback):  # raw dict lines; LiveView replaces them
         trainer.remove_callback(default)
     trainer.add_callback(LiveView())
     return trainer
+
+
+def _without(collator, key: str):
+    """The collator on features without `key` (a column the sampler reads that the model must not get)."""
+
+    def collate(features: list[dict]):
+        return collator([{k: v for k, v in f.items() if k != key} for f in features])
+
+    return collate
 
 
 def fit(trainer: Trainer, run_dir: Path, resume: bool) -> list[dict]:

@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import json
-import shutil
 from itertools import islice
 from pathlib import Path
 
@@ -15,10 +14,10 @@ from lmtune.data.pipeline import PreparedData, plan, prepare_data
 from lmtune.data.report import data_sections
 from lmtune.data.rows import write_jsonl
 from lmtune.errors import LmtuneError
-from lmtune.evaluate.report import write_report
 from lmtune.models.load import load_tokenizer
+from lmtune.page import write_page
 from lmtune.runs import DATA_MARKER as MARKER
-from lmtune.runs import hold, make_partial, publish, recover, remove_partial
+from lmtune.runs import building, hold, recover, remove_partial
 
 
 def _kind(paths: list[Path], options: ReadOptions, label: str) -> str:
@@ -106,13 +105,11 @@ def summary(report: dict, kind: str) -> str:
 
 
 def write_html(path: Path, report: dict, title: str, config: RunConfig) -> None:
-    write_report(
+    write_page(
         path,
         title=title,
         facts={"rows out": " / ".join(f"{n} {s['rows']}" for n, s in report["splits"].items())},
         sections=data_sections(report),
-        history=[],
-        metric="loss",
         config_text=dump_config(config),
     )
 
@@ -129,7 +126,7 @@ def check_output(out: Path, overwrite: bool) -> Path:
     return out
 
 
-def prepare(config: RunConfig, out: Path, overwrite: bool) -> PreparedData:
+def prepare(config: RunConfig, kind: str, out: Path, overwrite: bool) -> PreparedData:
     """Run the pipeline and write train/validation/test.jsonl, data_report.json and data_report.html into
     `out`, built beside it and renamed in, so a failure leaves an earlier output untouched."""
     out = check_output(out, overwrite)
@@ -139,13 +136,9 @@ def prepare(config: RunConfig, out: Path, overwrite: bool) -> PreparedData:
         recover(out, partial)
         check_output(out, overwrite)
         remove_partial(partial, "pass another --out")  # only one a killed `data prepare` left
-        from lmtune.tasks import TASK_KINDS
-
-        kind = TASK_KINDS[config.task]
         tokenizer = load_tokenizer(assets.resolve_model(config.model.name), config.model.trust_remote_code)
         result = prepare_data(config, kind, tokenizer)
-        make_partial(partial)
-        try:
+        with building(partial, out):
             for name, rows in result.splits.items():
                 write_jsonl(rows, partial / f"{name}.jsonl")
                 faults.point("prepare.write")
@@ -154,8 +147,4 @@ def prepare(config: RunConfig, out: Path, overwrite: bool) -> PreparedData:
                 partial / "data_report.html", result.report, f"lmtune data: {config.output.name}", config
             )
             (partial / MARKER).write_text(json.dumps({"task": config.task, "name": config.output.name}))
-            publish(partial, out)
-        except BaseException:
-            shutil.rmtree(partial, ignore_errors=True)
-            raise
     return result

@@ -248,6 +248,13 @@ def rename(record: dict | None, names: dict[str, str]) -> dict | None:
     return renamed
 
 
+def on_bad(on_error: str, where: str, reason: str, *, hint: bool = True) -> None:
+    """data.on_error, decided here only: `fail` stops at the first bad row, naming it (file:line); `skip`
+    returns, and the caller counts and lists the row. `hint`: say how to skip such rows instead."""
+    if on_error == "fail":
+        raise LmtuneError(f"{where}: {reason}" + (" (data.on_error = skip drops such rows)" if hint else ""))
+
+
 def check_options(format: str, fields: dict[str, str], on_error: str) -> None:
     if format != "auto" and format not in FORMATS:
         raise LmtuneError(f"data.format: unknown format '{format}' (accepted: auto, {', '.join(FORMATS)})")
@@ -288,8 +295,7 @@ def load_examples(
                 continue
             except Bad as bad:
                 problem = str(bad)
-        if on_error == "fail":
-            raise LmtuneError(f"{where}: {problem}")
+        on_bad(on_error, where, problem, hint=False)  # a library call: on_error is its argument here
         result.skipped.append((where, problem))
     if not result.items:
         where, reason = result.skipped[0]

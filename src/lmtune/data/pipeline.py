@@ -26,7 +26,7 @@ import pyarrow.compute as pc
 from datasets import Dataset
 
 from lmtune import assets
-from lmtune.config import RunConfig
+from lmtune.config import RunConfig, with_reader
 from lmtune.data import dedup, leakage, split
 from lmtune.data.clean import make_cleaner
 from lmtune.data.load import ReadOptions, expand
@@ -191,9 +191,12 @@ def prepare_data(
         return PreparedData(splits, report.finish(), fmt)
 
 
-def read_file(config: RunConfig, path: str, kind: str, tokenizer=None) -> list[dict]:
+def read_file(
+    config: RunConfig, path: str, kind: str, tokenizer=None, reader: dict | None = None
+) -> list[dict]:
     """One file read, cleaned and scrubbed like the run's own data (no dedup, split or augmentation):
-    what `lmtune eval --data` scores on."""
+    what `lmtune eval --data` scores on. `reader`: data.* keys (separator, columns, …) to read it with."""
+    config = with_reader(config, reader)
     source = file_input(config, path)
     spec = _spec(config, kind, source, groups=False)
     report = DataReport(config)

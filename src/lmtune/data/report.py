@@ -12,9 +12,9 @@ import numpy as np
 import pyarrow.compute as pc
 
 from lmtune.config import RunConfig
+from lmtune.data.formats import on_bad
 from lmtune.data.rows import column, reason_kind
-from lmtune.errors import LmtuneError
-from lmtune.evaluate.report import plt, png, table
+from lmtune.page import png, subplots, table
 
 
 class DataReport:
@@ -42,8 +42,7 @@ class DataReport:
         bad = self.data["bad_rows"]
 
         def policy(where: str, reason: str) -> None:
-            if self.on_error == "fail":
-                raise LmtuneError(f"{where}: {reason} (data.on_error = skip drops such rows)")
+            on_bad(self.on_error, where, reason)
             bad["count"] += 1
             bad["by_kind"][reason_kind(reason)] += 1
             bad["by_split"][split] += 1
@@ -278,7 +277,7 @@ def _length_plot(splits: dict, unit: str) -> str | None:
     present = {name: s[unit] for name, s in splits.items() if unit in s}
     if not present:
         return None
-    fig, ax = plt.subplots(figsize=(7, 3))
+    fig, ax = subplots(figsize=(7, 3))
     for name, h in present.items():
         ax.stairs(h["counts"], h["edges"], label=f"{name} (p50 {h['p50']}, p95 {h['p95']})")
     ax.set_xlabel(unit)
@@ -293,7 +292,7 @@ def _label_plot(splits: dict) -> str | None:
     if not labelled:
         return None
     labels = sorted({label for counts in labelled.values() for label in counts})
-    fig, ax = plt.subplots(figsize=(max(5, 0.5 * len(labels) + 3), 3))
+    fig, ax = subplots(figsize=(max(5, 0.5 * len(labels) + 3), 3))
     width = 0.8 / len(labelled)
     for k, (name, counts) in enumerate(labelled.items()):
         total = sum(counts.values())

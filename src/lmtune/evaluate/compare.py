@@ -13,12 +13,11 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-import matplotlib.pyplot as plt
-
 from lmtune.errors import LmtuneError
 from lmtune.evaluate import metrics as registry
 from lmtune.evaluate import predictions
-from lmtune.evaluate.report import STYLE, metrics_table, png, table
+from lmtune.evaluate.report import metrics_table
+from lmtune.page import STYLE, png, subplots, table
 
 # what a comparison shows when --metrics is not given
 DEFAULT_METRICS = {"classify": ["accuracy", "f1_macro"], "lm": ["perplexity"], "generate": ["rougeL"]}
@@ -161,9 +160,7 @@ def _text_table(rows: dict[str, dict], names: list[str]) -> str:
 def interval_plot(result: dict) -> str:
     """Each metric's point estimate and 95% interval per model, side by side."""
     names, scores = result["metrics"], result["scores"]
-    fig, axes = plt.subplots(
-        1, len(names), figsize=(4.2 * len(names), 0.5 * len(scores) + 1.8), squeeze=False
-    )
+    fig, axes = subplots(1, len(names), figsize=(4.2 * len(names), 0.5 * len(scores) + 1.8), squeeze=False)
     for ax, name in zip(axes[0], names, strict=True):
         models = list(scores)
         values = [scores[m][name] for m in models]

@@ -1,6 +1,7 @@
 """Catastrophic forgetting: does tuning cost the model abilities it had before?
 
-Each `evaluation.forgetting` reference is read in `prepare` (a bad one fails before any run directory
+The first entry of the checks registry (lmtune.evaluate.checks). Each `audit.forgetting` reference
+(`evaluation.forgetting`, its older place, works the same) is read in `prepare` (a bad one fails before any run directory
 exists), scored on the untuned model and again on the tuned one, and compared:
 
 - perplexity (generative tasks): token-weighted perplexity of the recipe's own encoding of the
@@ -31,8 +32,8 @@ from lmtune.data.load import ReadOptions, expand, iter_records
 from lmtune.data.pipeline import read_file
 from lmtune.data.rows import to_example
 from lmtune.errors import LmtuneError
-from lmtune.evaluate.report import png, table
 from lmtune.models.infer import infer_texts, mean_pooled_step
+from lmtune.page import png, subplots, table
 
 METRICS = {"perplexity": "perplexity", "probe": "probe_accuracy"}
 # kinds each task can score: an encoder classifier has no language-model head, and a seq2seq body
@@ -60,12 +61,14 @@ class Reference:
 # ------------------------------------------------------------------------------------ reading
 
 
-def read_references(config: RunConfig, tokenizer, encode_split=None) -> list[Reference]:
-    """Every `evaluation.forgetting` reference, read and encoded up front; `encode_split` is the
-    generative recipe's (the same windows and chat rendering as its own test split)."""
+def read(config: RunConfig, tokenizer, encode_split=None) -> list[Reference]:
+    """Every forgetting reference, read and encoded up front; `encode_split` is the generative
+    recipe's (the same windows and chat rendering as its own test split). Errors name the key the
+    user wrote: audit.forgetting.N, or evaluation.forgetting.N."""
+    place = "audit" if config.audit.forgetting else "evaluation"
     references: list[Reference] = []
-    for i, ref in enumerate(config.evaluation.forgetting):
-        key = f"evaluation.forgetting.{i}"
+    for i, ref in enumerate(getattr(config, place).forgetting):
+        key = f"{place}.forgetting.{i}"
         kind = _kind(config.task, ref.kind, key)
         reader, paths, name = _source(config, ref, key)
         name = _unique(name, [r.name for r in references])
@@ -290,9 +293,7 @@ def sections(results: list[dict]) -> list[tuple[str, str]]:
 def _bars(results: list[dict]) -> str:
     """Before/after bars, one small panel per reference, red when flagged; perplexities that moved by more
     than 20x go on a log scale (a linear one would hide the smaller bar)."""
-    import matplotlib.pyplot as plt  # after report.py chose the Agg backend
-
-    fig, axes = plt.subplots(1, len(results), figsize=(2.6 * len(results) + 0.6, 3.0), squeeze=False)
+    fig, axes = subplots(1, len(results), figsize=(2.6 * len(results) + 0.6, 3.0), squeeze=False)
     for ax, r in zip(axes[0], results, strict=True):
         values = [r["before"], r["after"]]
         colours = ["tab:blue", "tab:red" if r["catastrophic"] else "tab:green"]

@@ -12,8 +12,8 @@ from lmtune.models.chat_template import Stop
 from lmtune.models.generate import generate_answers
 from lmtune.models.load import device
 from lmtune.models.loss import row_losses
+from lmtune.models.precision import inference_precision
 from lmtune.progress import progress
-from lmtune.train import inference_precision
 
 
 def generation_metrics(

@@ -24,17 +24,13 @@ from functools import partial
 
 import numpy as np
 
+from lmtune import shims
 from lmtune.errors import LmtuneError
 from lmtune.evaluate import stats
+from lmtune.tasks import TASKS  # the torch-free task descriptions
 
-HEADLINE = ["accuracy", "precision_macro", "recall_macro", "f1_macro"]
-KINDS = ("classify", "generate", "lm")
-# which kinds of output each task's evaluation scores (evaluation.metrics is validated against them)
-KINDS_BY_TASK: dict[str, tuple[str, ...]] = {
-    "classify": ("classify",),
-    "sft": ("generate", "lm"),
-    "seq2seq": ("generate", "lm"),
-}
+HEADLINE = list(TASKS["classify"].columns)  # classification's headline scores, in the registry's order
+KINDS = ("classify", "generate", "lm", "preference")
 SIGNIFICANCE = 0.05
 
 
@@ -143,7 +139,7 @@ def _corpus(name: str, agg: dict) -> np.ndarray:
     scorer = agg["data"]["scorers"][name]
     return np.array(
         [
-            scorer._compute_score_from_stats([int(v) for v in np.rint(row)]).score / 100
+            shims.sacrebleu_score_from_statistics(scorer, [int(v) for v in np.rint(row)]) / 100
             for row in agg["sums"][name]
         ]
     )
@@ -159,6 +155,20 @@ def _loss(agg: dict) -> np.ndarray:
 
 def _perplexity(agg: dict) -> np.ndarray:
     return np.exp(np.minimum(_loss(agg), 50))
+
+
+# ---------------------------------------------------------------------------------- preference
+
+
+def _per_token(name: str, agg: dict) -> np.ndarray:
+    sums = agg["sums"][name]
+    return sums[:, 0] / np.maximum(sums[:, 1], 1)
+
+
+def _implicit_accuracy(agg: dict) -> np.ndarray:
+    if "implicit" not in agg["sums"]:
+        return np.full(len(agg["sums"]["correct"]), np.nan)
+    return agg["sums"]["implicit"][:, 0] / agg["n"]
 
 
 # ------------------------------------------------------------------------------------ registry
@@ -209,6 +219,44 @@ def _table() -> dict[str, Metric]:
         Metric("loss", "lm", False, "token-weighted mean cross-entropy on labelled tokens", _loss),
         Metric("perplexity", "lm", False, "exp(loss), loss capped at 50", _perplexity),
     ]
+    rows += [
+        Metric(
+            "preference_accuracy",
+            "preference",
+            True,
+            "share of pairs whose chosen answer has the higher summed log-probability",
+            partial(_mean, "correct"),
+        ),
+        Metric(
+            "implicit_reward_accuracy",
+            "preference",
+            True,
+            "share of pairs whose log-probability margin exceeds the reference model's (DPO's implicit "
+            "reward); needs the reference's log-probabilities",
+            _implicit_accuracy,
+        ),
+        Metric(
+            "reward_margin",
+            "preference",
+            True,
+            "mean summed log-probability of the chosen answer minus the rejected one's",
+            partial(_mean, "margin"),
+        ),
+        Metric(
+            "chosen_logp_per_token",
+            "preference",
+            True,
+            "log-probability per token of the chosen answers",
+            partial(_per_token, "chosen"),
+        ),
+        Metric(
+            "rejected_logp_per_token",
+            "preference",
+            False,
+            "log-probability per token of the rejected answers",
+            partial(_per_token, "rejected"),
+        ),
+    ]
     return {m.name: m for m in rows}
 
 
@@ -223,7 +271,7 @@ def names_for(kind: str) -> list[str]:
 
 def names_for_task(task: str) -> list[str]:
     """Every metric a task's evaluation can report (the union over the kinds it scores)."""
-    return [name for kind in KINDS_BY_TASK[task] for name in names_for(kind)]
+    return [name for kind in TASKS[task].scores for name in names_for(kind)]
 
 
 def check_names(names: list[str], kind: str, where: str) -> list[str]:
@@ -310,7 +358,7 @@ def _prepare_generate(inputs: dict, names: list[str], labels, where: str) -> dic
             # sentence-level sufficient statistics (n-gram matches and totals, lengths): what
             # sacrebleu.corpus_bleu / corpus_chrf sum before scoring, and what its bootstrap resamples
             scorers[name] = sacrebleu.BLEU() if name == "bleu" else sacrebleu.CHRF()
-            sentences = scorers[name]._extract_corpus_statistics(predictions, [references])
+            sentences = shims.sacrebleu_sentence_statistics(scorers[name], predictions, references)
             columns[name] = np.array(sentences, float)
     return {"n": n, "columns": columns, "scorers": scorers, "references": references}
 
@@ -321,7 +369,30 @@ def _prepare_lm(inputs: dict, names: list[str], labels, where: str) -> dict:
     return {"n": n, "columns": {"nll": loss_sum[:, None], "tokens": tokens[:, None]}}
 
 
-_PREPARE = {"classify": _prepare_classify, "generate": _prepare_generate, "lm": _prepare_lm}
+def _prepare_preference(inputs: dict, names: list[str], labels, where: str) -> dict:
+    """Per pair: the summed log-probabilities of its chosen and rejected answers and their token counts
+    (and, for implicit_reward_accuracy, the reference model's log-probabilities)."""
+    keys = ("chosen_logp", "rejected_logp", "chosen_tokens", "rejected_tokens")
+    n = _require(inputs, keys, "preference", where)
+    c, r, ct, rt = (np.asarray(inputs[key], float) for key in keys)
+    columns = {
+        "correct": (c > r).astype(float)[:, None],
+        "margin": (c - r)[:, None],
+        "chosen": np.column_stack([c, ct]),
+        "rejected": np.column_stack([r, rt]),
+    }
+    if inputs.get("ref_chosen_logp") is not None and inputs.get("ref_rejected_logp") is not None:
+        ref_c, ref_r = (np.asarray(inputs[k], float) for k in ("ref_chosen_logp", "ref_rejected_logp"))
+        columns["implicit"] = ((c - ref_c) > (r - ref_r)).astype(float)[:, None]
+    return {"n": n, "columns": columns}
+
+
+_PREPARE = {
+    "classify": _prepare_classify,
+    "generate": _prepare_generate,
+    "lm": _prepare_lm,
+    "preference": _prepare_preference,
+}
 
 
 def _aggregate(data: dict, idx: np.ndarray | None) -> dict:

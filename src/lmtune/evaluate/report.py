@@ -1,31 +1,18 @@
-"""A self-contained report.html: tables and plots inlined as base64 PNGs, no network needed to view."""
+"""A run's report.html: its results, training curves and their diagnosis (on lmtune.page)."""
 
 from __future__ import annotations
 
-import base64
 import html
-import io
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-
-from lmtune.evaluate.diagnose import check  # noqa: E402
-from lmtune.evaluate.metrics import HEADLINE  # noqa: E402
+from lmtune.evaluate.diagnose import check
+from lmtune.evaluate.metrics import HEADLINE
+from lmtune.page import png, subplots, table, write_page
 
 # classification scores the report's table shows (HEADLINE first)
 CLASSIFY = [*HEADLINE, "f1_weighted", "f1_micro", "mcc", "roc_auc"]
 # language-model scores, in the order tables show them
 SCORES = ["loss", "perplexity", "rouge1", "rouge2", "rougeL", "bleu", "chrf", "exact_match", "stop_rate"]
-
-
-def png(fig) -> str:
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=100, bbox_inches="tight")
-    plt.close(fig)
-    return f'<img alt="plot" src="data:image/png;base64,{base64.b64encode(buffer.getvalue()).decode()}">'
 
 
 def curves_plot(history: list[dict], metric: str) -> str | None:
@@ -34,7 +21,7 @@ def curves_plot(history: list[dict], metric: str) -> str | None:
     evals = [h for h in history if "eval_loss" in h]
     if not train and not evals:
         return None
-    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 3.6))
+    fig, (left, right) = subplots(1, 2, figsize=(11, 3.6))
     if train:
         left.plot(*zip(*train, strict=True), label="train loss")
     if evals:
@@ -52,7 +39,7 @@ def curves_plot(history: list[dict], metric: str) -> str | None:
 
 def confusion_plot(matrix: list[list[int]], labels: list[str], title: str) -> str:
     size = max(3.2, 0.6 * len(labels) + 2)
-    fig, ax = plt.subplots(figsize=(size, size * 0.85))
+    fig, ax = subplots(figsize=(size, size * 0.85))
     ax.imshow(matrix, cmap="Blues")
     ax.set_xticks(range(len(labels)), labels, rotation=45, ha="right")
     ax.set_yticks(range(len(labels)), labels)
@@ -70,7 +57,7 @@ def confusion_plot(matrix: list[list[int]], labels: list[str], title: str) -> st
 
 def comparison_bars(results: dict[str, dict], scores: list[str]) -> str:
     """Grouped bars of 0..1 scores, one colour per model (base, tuned, …)."""
-    fig, ax = plt.subplots(figsize=(8, 3.4))
+    fig, ax = subplots(figsize=(8, 3.4))
     width = 0.8 / len(results)
     for k, (name, metrics) in enumerate(results.items()):
         values = [metrics[s] for s in scores]
@@ -123,13 +110,6 @@ def _per_class(metrics: dict) -> str:
     return f"<table><tr><th>class</th><th>precision</th><th>recall</th><th>F1</th><th>support</th></tr>{rows}</table>"
 
 
-STYLE = """body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;color:#222}
-table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:4px 10px;text-align:right}
-td:first-child,th:first-child{text-align:left}
-td.text{text-align:left;white-space:pre-wrap;vertical-align:top;max-width:30em}h2{border-bottom:1px solid #ddd;margin-top:2em}
-img{max-width:100%}.grid{display:flex;flex-wrap:wrap;gap:1em}pre{background:#f6f6f6;padding:1em;overflow:auto}"""
-
-
 def classification_sections(
     results: dict[str, dict], labels: list[str], names: list[str] | None = None
 ) -> list[tuple[str, str]]:
@@ -145,17 +125,6 @@ def classification_sections(
     matrices = "".join(confusion_plot(m["confusion_matrix"], labels, name) for name, m in results.items())
     sections.append(("Confusion matrices (test)", f"<div class='grid'>{matrices}</div>"))
     return sections
-
-
-def table(header: list[str], rows: list[list]) -> str:
-    """An HTML table; floats shown with 4 decimals, everything escaped."""
-
-    def cell(value) -> str:
-        return f"{value:.4f}" if isinstance(value, float) else html.escape(str(value))
-
-    head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
-    body = "".join("<tr>" + "".join(f"<td>{cell(v)}</td>" for v in row) + "</tr>" for row in rows)
-    return f"<table><tr>{head}</tr>{body}</table>"
 
 
 def diagnosis_html(history: list[dict], metric: str, greater_is_better: bool, n_classes: int | None) -> str:
@@ -189,26 +158,16 @@ def write_report(
     """Write report.html: run facts, the task's sections (heading, html), training curves and their
     diagnosis, config. `greater_is_better` defaults to the Trainer's rule (only losses fall);
     `n_classes` lets the diagnosis compare training loss with chance level."""
-    facts_rows = "".join(
-        f"<tr><td>{html.escape(k)}</td><td>{html.escape(str(v))}</td></tr>" for k, v in facts.items()
-    )
-    parts = [
-        f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>",
-        f"<style>{STYLE}</style></head><body><h1>{html.escape(title)}</h1>",
-        f"<h2>Run</h2><table>{facts_rows}</table>",
-    ]
-    curves = curves_plot(history, metric)
-    for i, (heading, body) in enumerate(sections):
-        parts.append(f"<h2>{html.escape(heading)}</h2>{body}")
-        if i == 0 and curves:  # the headline result first, then how training got there
-            parts.append(f"<h2>Training curves</h2>{curves}")
-            better = (
-                greater_is_better if greater_is_better is not None else metric not in ("loss", "perplexity")
-            )
-            parts.append(f"<h2>Diagnosis</h2>{diagnosis_html(history, metric, better, n_classes)}")
-    parts += ["<h2>Resolved config</h2>", f"<pre>{html.escape(config_text)}</pre>", "</body></html>"]
-    path.write_text("".join(parts), encoding="utf-8")
-    return path
+    sections = list(sections)
+    if sections and (
+        curves := curves_plot(history, metric)
+    ):  # the headline result, then how training got there
+        better = greater_is_better if greater_is_better is not None else metric not in ("loss", "perplexity")
+        sections[1:1] = [
+            ("Training curves", curves),
+            ("Diagnosis", diagnosis_html(history, metric, better, n_classes)),
+        ]
+    return write_page(path, title=title, facts=facts, sections=sections, config_text=config_text)
 
 
 def generation_sections(results, answers, test, data_report, config) -> list[tuple[str, str]]:

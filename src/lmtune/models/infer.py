@@ -6,13 +6,12 @@ import numpy as np
 import torch
 
 from lmtune.models.load import device, inference_attention, set_attention
+from lmtune.models.precision import inference_precision
 from lmtune.progress import progress
 
 
 def infer_texts(config, model, tokenizer, texts: list[str], step, desc: str):
     """forward_batches with a run config's max_length, evaluation batch size, precision and attention."""
-    from lmtune.train import inference_precision  # train.py builds on models/: imported when used
-
     return forward_batches(
         model,
         tokenizer,

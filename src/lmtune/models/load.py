@@ -16,12 +16,9 @@ from transformers import (
     AutoTokenizer,
     PreTrainedTokenizerBase,
 )
-from transformers.utils import logging as hf_logging
 
+from lmtune import shims
 from lmtune.errors import LmtuneError, machine_failure
-
-hf_logging.set_verbosity_error()
-hf_logging.disable_progress_bar()  # loading/saving bars; training and evaluation keep theirs
 
 
 def device() -> torch.device:
@@ -145,6 +142,13 @@ def _read_config(path: Path | str, trust_remote_code: bool = False, **overrides)
 
 
 def _from_pretrained(auto_class, path: Path | str, config, attn_implementation: str, what: str, **options):
+    if "quantization_config" in options:  # qlora: its 4-bit layers must train exactly on CPU too
+        with shims.bitsandbytes_exact_cpu_path():
+            return _load_model(auto_class, path, config, attn_implementation, what, **options)
+    return _load_model(auto_class, path, config, attn_implementation, what, **options)
+
+
+def _load_model(auto_class, path: Path | str, config, attn_implementation: str, what: str, **options):
     """from_pretrained with lmtune's attention choice; an architecture without that kernel keeps its own.
     Safetensors only; remote code only when the caller's options allow it (trust_remote_code)."""
     check_weights(path)

@@ -1,4 +1,5 @@
-"""Language-model loss on the labelled positions only.
+"""The training losses recipes hand to the trainer (one seam: see `Loss`), and the language-model loss
+on the labelled positions only.
 
 A causal LM's output layer is vocabulary-sized (49,152 columns for SmolLM2: ~20% of its FLOPs per
 token), and with responses-only loss most positions are prompt tokens whose logits are thrown
@@ -7,6 +8,8 @@ the same loss for less work and far less memory (no batch x length x vocabulary 
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -93,3 +96,48 @@ def row_losses(model, inputs: dict) -> tuple[torch.Tensor, torch.Tensor]:
         losses = torch.cat([F.cross_entropy(head(h).float(), t, reduction="none") for h, t in chunks])
     sums = torch.zeros(len(labels), dtype=torch.float32, device=losses.device)
     return sums.index_add_(0, keep.nonzero()[:, 0], losses), keep.sum(1)
+
+
+# The one loss seam: a recipe gives the trainer a Loss, the trainer adds the penalty terms
+# (train.Penalty) to it while training. loss(model, inputs, weights, num_items_in_batch) returns
+# (loss, outputs, scaled): `weights` are the batch's per-row weights (the rows' `weight` field, popped
+# from the batch by the trainer) or None; `scaled` says the loss is already normalised over the whole
+# accumulated batch (num_items_in_batch), so the trainer must not divide it by the accumulation steps.
+# A Loss returns None for a batch it leaves to the Trainer's default (the model's own loss).
+Loss = Callable[..., tuple[torch.Tensor, object, bool] | None]
+
+
+def language_model_loss(model, inputs: dict, weights, num_items_in_batch) -> tuple[torch.Tensor, dict, bool]:
+    """Mean token loss over the labelled positions. With per-row weights, each row's tokens count
+    `weight` times (normalised per batch by the weighted token count)."""
+    if weights is not None:
+        sums, counts = row_losses(model, inputs)
+        weights = weights.to(sums.dtype)
+        loss = (sums * weights).sum() / (counts * weights).sum().clamp(min=1e-12)
+        return loss, {"loss": loss}, False
+    total, count = labelled_loss(model, inputs)
+    scaled = num_items_in_batch is not None  # the Trainer counted the labelled tokens of all micro-batches
+    loss = total / (num_items_in_batch if scaled else count.clamp(min=1))
+    return loss, {"loss": loss}, scaled
+
+
+def classification_loss(class_weights: list[float] | None = None) -> Loss:
+    """Cross-entropy of a sequence classifier. `class_weights` (data.augment.balance = weights: every
+    row's weight follows from its class) weigh each class while training; per-row weights, when the
+    rows carry them, weigh each row (a weighted mean). Evaluation always scores the plain loss."""
+    by_class = torch.tensor(class_weights) if class_weights else None
+
+    def loss(model, inputs: dict, weights, num_items_in_batch):
+        if not model.training or (by_class is None and weights is None):
+            return None  # the model's own loss, as the Trainer computes it
+        labels = inputs.pop("labels")
+        outputs = model(**inputs)
+        logits = outputs.logits.float()
+        if by_class is not None:
+            value = F.cross_entropy(logits, labels, weight=by_class.to(logits.device))
+        else:
+            weights = weights.to(logits.dtype)
+            value = (F.cross_entropy(logits, labels, reduction="none") * weights).sum() / weights.sum()
+        return value, outputs, False
+
+    return loss

@@ -3,7 +3,7 @@
 A method takes the freshly loaded model and its `method` config section, and returns the model to
 train. Classifiers (encoders) train their task head in full next to the method's parameters;
 generative models (decoder-only and encoder-decoder) train only the method's parameters. Adding one =
-one function + one line in METHODS + one row in tests/test_peft_methods.py.
+one function + one line in lmtune.models.registry + one row in tests/test_peft_methods.py.
 
 Recipes use apply_method, load_options and count_parameters from here, and save_weights, load_weights,
 is_adapter and merge from lmtune.models.weights, so they need not know which method made a model.
@@ -11,6 +11,7 @@ is_adapter and merge from lmtune.models.weights, so they need not know which met
 
 from __future__ import annotations
 
+import importlib.util
 import warnings
 from collections.abc import Callable
 
@@ -18,7 +19,7 @@ import torch
 from torch import nn
 
 from lmtune.errors import LmtuneError
-from lmtune.models import adapters
+from lmtune.models import adapters, registry
 from lmtune.models.adapters import LINEAR
 
 SEQ_CLS, CAUSAL_LM, SEQ_2_SEQ_LM = "SEQ_CLS", "CAUSAL_LM", "SEQ_2_SEQ_LM"  # peft task types
@@ -179,19 +180,6 @@ def dora(model: nn.Module, config) -> nn.Module:
     return _lora(model, config, dora=True)
 
 
-def _no_cpu_repacking() -> None:
-    """Keep bitsandbytes (0.50) 4-bit layers on their standard, exact CPU path.
-
-    On an AVX512-BF16 CPU, a 4-bit layer repacks its weight in place on its first eval-mode forward
-    for an inference-only kernel with no backward. Training after any evaluation (the base-model
-    baseline, periodic validation) then gets wrong gradients in every layer below the top (measured:
-    10-85% relative error), and layers whose input size is not a multiple of 64 crash. Layers take the
-    flag when created, so this must run before from_pretrained (load_options does it)."""
-    import bitsandbytes.nn.modules as bnb_modules
-
-    bnb_modules.has_avx512bf16 = lambda: False
-
-
 def _repacked(model: nn.Module) -> bool:
     return any(
         getattr(
@@ -345,16 +333,9 @@ def adapter(model: nn.Module, config) -> nn.Module:
     return adapters.add(model, layer_stacks(model), head, config.adapter)
 
 
+# each registered name (lmtune.models.registry, torch-free) is the function of that name above
 METHODS: dict[str, Callable[[nn.Module, object], nn.Module]] = {
-    "full": full,
-    "freeze": freeze,
-    "lora": lora,
-    "dora": dora,
-    "qlora": qlora,
-    "ia3": ia3,
-    "prompt_tuning": prompt_tuning,
-    "prefix_tuning": prefix_tuning,
-    "adapter": adapter,
+    name: globals()[name] for name in registry.METHODS
 }
 
 
@@ -370,10 +351,8 @@ def load_options(config) -> dict:
         return {}
     from transformers import BitsAndBytesConfig
 
-    try:
-        _no_cpu_repacking()
-    except ImportError:
-        raise LmtuneError("method.name = 'qlora' needs bitsandbytes: pip install bitsandbytes") from None
+    if importlib.util.find_spec("bitsandbytes") is None:
+        raise LmtuneError("method.name = 'qlora' needs bitsandbytes: pip install bitsandbytes")
     settings = config.qlora
     quantization = BitsAndBytesConfig(
         load_in_4bit=True,

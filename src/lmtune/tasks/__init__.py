@@ -1,35 +1,58 @@
-"""Task recipes, one module each, registered by name.
+"""Task recipes, one module each, and the one torch-free description of every task.
 
-A recipe module provides `prepare(config)` (read and validate everything, no side effects),
-`train(config, prepared, run_dir, resume, callbacks)`, `evaluate(run_dir, data)` and `predict(run_dir, texts)`.
+`TASKS[name]` is what other modules may ask about a task without importing its recipe (or torch): the
+row kind its data pipeline makes, its validation metrics, its baselines, the kinds of score its
+evaluation reports and the headline columns of its results table. A recipe module provides
+`prepare(config)` (read and validate everything, no side effects), `train(config, prepared, run_dir,
+resume, callbacks)`, `evaluate(run_dir, data, **reader)`, `predictions_on(...)` and `predict(run_dir, texts)`.
 """
 
 from __future__ import annotations
 
 import importlib
+from dataclasses import dataclass
 from types import ModuleType
 
-TASKS: dict[str, str] = {
-    "classify": "lmtune.tasks.classify",
-    "sft": "lmtune.tasks.sft",
-    "seq2seq": "lmtune.tasks.seq2seq",
-}
 
-# Validation metrics (the first is the default) and baselines each task offers; kept here, not in
-# the recipes, so that validating a config does not import torch.
-TASK_METRICS: dict[str, tuple[str, ...]] = {
-    "classify": ("f1_macro", "accuracy", "precision_macro", "recall_macro", "loss"),
-    "sft": ("loss",),
-    "seq2seq": ("loss",),
-}
-# what rows a task's data pipeline makes: text + label, or generative examples (chats, documents)
-TASK_KINDS: dict[str, str] = {"classify": "labelled", "sft": "generative", "seq2seq": "generative"}
-TASK_BASELINES: dict[str, tuple[str, ...]] = {
-    "classify": ("base", "probe"),
-    "sft": ("base",),
-    "seq2seq": ("base",),
+@dataclass(frozen=True)
+class Task:
+    module: str  # the recipe
+    rows: str  # what its data pipeline makes: "labelled" (text + label) or "generative" (chats, documents)
+    metrics: tuple[str, ...]  # evaluation.metric choices (the validation score); the first is the default
+    baselines: tuple[str, ...]  # models scored beside the tuned one (evaluation.baselines)
+    scores: tuple[str, ...]  # kinds of the metrics registry its evaluation reports (evaluation.metrics)
+    columns: tuple[str, ...]  # headline columns of its results: terminal table, cross-validation plot
+
+
+_GENERATIVE_COLUMNS = ("loss", "perplexity", "rougeL", "bleu", "exact_match", "stop_rate")
+
+TASKS: dict[str, Task] = {
+    "classify": Task(
+        "lmtune.tasks.classify",
+        rows="labelled",
+        metrics=("f1_macro", "accuracy", "precision_macro", "recall_macro", "loss"),
+        baselines=("base", "probe"),
+        scores=("classify",),
+        columns=("accuracy", "precision_macro", "recall_macro", "f1_macro"),
+    ),
+    "sft": Task(
+        "lmtune.tasks.sft",
+        rows="generative",
+        metrics=("loss",),
+        baselines=("base",),
+        scores=("generate", "lm"),
+        columns=_GENERATIVE_COLUMNS,
+    ),
+    "seq2seq": Task(
+        "lmtune.tasks.seq2seq",
+        rows="generative",
+        metrics=("loss",),
+        baselines=("base",),
+        scores=("generate", "lm"),
+        columns=_GENERATIVE_COLUMNS,
+    ),
 }
 
 
 def recipe(task: str) -> ModuleType:
-    return importlib.import_module(TASKS[task])
+    return importlib.import_module(TASKS[task].module)

@@ -18,20 +18,24 @@ from sklearn.linear_model import LogisticRegression
 from transformers import DataCollatorWithPadding, set_seed
 
 from lmtune import assets
-from lmtune.config import RunConfig, dump_config, load_config, validate
+from lmtune.config import RunConfig, load_config
 from lmtune.data.pipeline import plan, prepare_data, read_file
 from lmtune.data.report import data_sections
 from lmtune.data.rows import write_jsonl
 from lmtune.errors import LmtuneError
-from lmtune.evaluate import forgetting, predictions
+from lmtune.evaluate import checks, predictions
 from lmtune.evaluate.metrics import classification_metrics, headline
-from lmtune.evaluate.report import classification_sections, write_report
+from lmtune.evaluate.report import classification_sections
 from lmtune.models.infer import infer_texts, logits_step, mean_pooled_step
 from lmtune.models.load import load_classifier, load_tokenizer, position_limit
-from lmtune.models.methods import apply_method, count_parameters, load_options
+from lmtune.models.loss import classification_loss
+from lmtune.models.methods import load_options
+from lmtune.models.precision import inference_precision
 from lmtune.models.weights import load_weights, save_weights
-from lmtune.runs import MARKER, check_resumable, model_meta, prune_checkpoints
-from lmtune.train import build_trainer, check_setup, fit, inference_precision
+from lmtune.runs import model_meta
+from lmtune.tasks import components
+from lmtune.tasks.contract import Predictor, TrainResult
+from lmtune.train import build_trainer, check_setup, fit
 
 
 @dataclass
@@ -68,7 +72,7 @@ class Prepared:
     test: Rows
     data_report: dict
     saved: dict  # the prepared rows (Datasets), written to the run's data/ folder
-    references: list = field(default_factory=list)  # evaluation.forgetting, read and checked
+    references: dict = field(default_factory=dict)  # each audit check's references, read and checked
 
 
 # ------------------------------------------------------------------------------------ data
@@ -93,7 +97,7 @@ def prepare(config: RunConfig) -> Prepared:
         raise LmtuneError(
             f"{source.paths[0]}: column '{source.label_column}' has one class ({labels[0]!r}); need ≥ 2"
         )
-    references = forgetting.read_references(config, tokenizer)  # a bad one fails before the model loads
+    references = checks.read(config, tokenizer)  # a bad reference fails before the model loads
     set_seed(config.training.seed)  # the new classification head is initialised from the seed
     model = load_classifier(
         model_path,
@@ -201,12 +205,11 @@ def _save_splits(prepared: Prepared, folder: Path) -> None:
 
 def train(
     config: RunConfig, prepared: Prepared, run_dir: Path, resume: bool = False, callbacks: tuple = ()
-) -> dict:
+) -> TrainResult:
     """Baselines, fine-tune, test, save model + metrics + report into run_dir; return metrics.
 
     `callbacks`: extra TrainerCallbacks (a search prunes trials through one)."""
-    check_resumable(run_dir, config, resume)
-    (run_dir / "config.yaml").write_text(dump_config(config))
+    components.begin(config, run_dir, resume)
     _save_splits(prepared, run_dir / "data")
     labels = prepared.labels
     label2id = {label: i for i, label in enumerate(labels)}
@@ -216,14 +219,9 @@ def train(
         outputs["base"] = infer(config, model, tokenizer, prepared.test, "base: test")
     if "probe" in config.evaluation.baselines:
         outputs["probe"] = linear_probe(config, model, prepared, label2id)
+    before = checks.measure(config, model, tokenizer, prepared.references)  # the untuned body
 
-    before = forgetting.measure(config, model, tokenizer, prepared.references)  # the untuned body
-    set_seed(config.training.seed)
-    model = apply_method(model, config.method)
-    trainable, total = count_parameters(model)
-    print(
-        f"method {config.method.name}: {trainable:,} of {total:,} parameters trainable ({100 * trainable / total:.2f}%)"
-    )
+    model, params = components.adapt(config, model)
     max_length = config.model.max_length
     train_dataset = tokenized(prepared.train, tokenizer, max_length, label2id)
     truncated = count_truncated(prepared.train.texts, train_dataset["length"], tokenizer, max_length)
@@ -242,41 +240,29 @@ def train(
         else None,
         collator=DataCollatorWithPadding(tokenizer),
         compute_metrics=_compute_metrics(labels),
-        class_weights=_class_weights(prepared.train, labels),
+        loss=classification_loss(_class_weights(prepared.train, labels)),
         callbacks=callbacks,
     )
     history = fit(trainer, run_dir, resume)
     model = trainer.model
+
     outputs["tuned"] = infer(config, model, tokenizer, prepared.test, "tuned: test")
-    forgot = forgetting.compare(config, model, tokenizer, prepared.references, before)
+    audits = checks.compare(config, model, tokenizer, prepared.references, before)
     block = prediction_block(prepared.test, labels, outputs)
     results = scores_of(config, block, labels)
     predictions.save(run_dir, {"classify": block}, labels)
-
     _save_model(config, prepared.model_path, model, tokenizer, labels, run_dir / "model")
-    runtime = next((h for h in reversed(history) if "train_runtime" in h), {})
-    metrics = {
-        "test": results,
-        "best_validation": trainer.state.best_metric,
-        "best_checkpoint": Path(trainer.state.best_model_checkpoint).name
-        if trainer.state.best_model_checkpoint
-        else None,
-        "steps": trainer.state.global_step,
-        "train_runtime_s": runtime.get("train_runtime"),
-        "train_samples_per_second": runtime.get("train_samples_per_second"),
-        "parameters": {"trainable": trainable, "total": total},
-        "rows": {name: len(getattr(prepared, name)) for name in ("train", "validation", "test")},
-        "truncated_train_texts": truncated,
-        "labels": labels,
-        "forgetting": forgot,
-    }
-    (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
-    (run_dir / "data_report.json").write_text(json.dumps(prepared.data_report, indent=2, ensure_ascii=False))
-    write_report(
-        run_dir / "report.html",
-        title=f"lmtune run: {config.output.name}",
+
+    rows = {name: len(getattr(prepared, name)) for name in ("train", "validation", "test")}
+    metrics = components.result(trainer, history, results, params, rows, audits)
+    metrics.update(truncated_train_texts=truncated, labels=labels)
+    return components.finish(
+        config,
+        run_dir,
+        metrics,
+        prepared.data_report,
         sections=classification_sections(results, labels, config.evaluation.metrics)
-        + forgetting.sections(forgot)
+        + checks.sections(audits)
         + data_sections(prepared.data_report),
         history=history,
         metric=config.evaluation.metric,
@@ -284,19 +270,14 @@ def train(
         facts={
             "task": "classify",
             "model": config.model.name,
-            "method": f"{config.method.name} ({trainable:,} / {total:,} trainable)",
-            "rows (train / validation / test)": " / ".join(str(v) for v in metrics["rows"].values()),
+            "method": f"{config.method.name} ({params[0]:,} / {params[1]:,} trainable)",
+            "rows (train / validation / test)": " / ".join(str(v) for v in rows.values()),
             "training texts truncated": f"{truncated} (model.max_length = {max_length})",
             "steps": metrics["steps"],
             "precision": inference_precision(config, model),
             "train samples/s": f"{metrics['train_samples_per_second'] or 0:.1f}",
         },
-        config_text=dump_config(config),
     )
-    (run_dir / MARKER).write_text(json.dumps({"task": "classify", "name": config.output.name}))
-    # last: resume needs them
-    prune_checkpoints(run_dir / "checkpoints", metrics["best_checkpoint"], config.training.keep_checkpoints)
-    return metrics
 
 
 def _class_weights(rows: Rows, labels: list[str]) -> list[float] | None:
@@ -317,8 +298,8 @@ def _save_model(config: RunConfig, base_path, model, tokenizer, labels: list[str
 # --------------------------------------------------------------------------- using a run
 
 
-def load_run(run_dir: Path):
-    """(config, model, tokenizer, labels) of a finished run, from its directory alone."""
+def load(run_dir: Path) -> Predictor:
+    """A finished run's classifier (base + adapter, or full weights), tokenizer and labels."""
     config = load_config(run_dir / "config.yaml")
     folder = run_dir / "model"
     info = _model_info(run_dir)
@@ -330,7 +311,7 @@ def load_run(run_dir: Path):
     else:
         attn = info["attn_implementation"]
         model = load_classifier(folder, labels, attn_implementation=attn, trust_remote_code=trusted)
-    return config, model, tokenizer, labels
+    return Predictor("classify", config, model, tokenizer, info, labels=labels, run_dir=run_dir)
 
 
 def evaluate(run_dir: Path, data: str | None = None, **reader: str | None) -> dict:
@@ -347,15 +328,12 @@ def evaluate(run_dir: Path, data: str | None = None, **reader: str | None) -> di
 def predictions_on(run_dir: Path, data: str | None = None, *, base: bool = False, **reader) -> dict:
     """The run's (and with `base`, the untuned base model's) predictions on its test split or a file,
     in predictions.json's form: what `lmtune compare --data` pairs between runs."""
-    config, model, tokenizer, labels = load_run(run_dir)
+    run = load(run_dir)
+    config, model, tokenizer, labels = run.config, run.model, run.tokenizer, run.labels
     if data is None:
         rows = Rows.of(_saved_test_rows(run_dir))
     else:
-        overrides = {key: value for key, value in reader.items() if value}
-        if overrides:  # checked like the same data.* keys of a config: one line naming what is wrong
-            raw = config.model_dump(mode="json")
-            config = validate({**raw, "data": {**raw["data"], **overrides}}, "eval --data options")
-        rows = Rows.of(read_file(config, data, "labelled", tokenizer))
+        rows = Rows.of(read_file(config, data, "labelled", tokenizer, reader))
     known = set(labels)
     for label, where in zip(rows.labels, rows.where, strict=True):
         if label not in known:
@@ -410,8 +388,12 @@ def base_model(info: dict, config: RunConfig, labels: list[str], tokenizer):
 
 def predict(run_dir: Path, texts: list[str]) -> list[dict]:
     """Label and class probabilities for each text."""
-    config, model, tokenizer, labels = load_run(run_dir)
-    logits = infer_texts(config, model, tokenizer, texts, logits_step, "predict")
+    return predict_with(load(run_dir), texts)
+
+
+def predict_with(run: Predictor, texts: list[str]) -> list[dict]:
+    labels = run.labels
+    logits = infer_texts(run.config, run.model, run.tokenizer, texts, logits_step, "predict")
     probs = torch.softmax(torch.from_numpy(logits), -1).numpy()
     return [
         {

@@ -12,23 +12,27 @@ from pathlib import Path
 from transformers import GenerationConfig, set_seed
 
 from lmtune import assets
-from lmtune.config import RunConfig, dump_config, load_config
+from lmtune.config import RunConfig, load_config
 from lmtune.data.batches import Encoded, as_dataset, collate
-from lmtune.data.formats import Example
+from lmtune.data.formats import Example, on_bad
 from lmtune.data.pipeline import prepare_data, read_file
 from lmtune.data.report import data_sections
 from lmtune.data.rows import to_example
 from lmtune.errors import LmtuneError
-from lmtune.evaluate import forgetting, predictions
+from lmtune.evaluate import checks, predictions
 from lmtune.evaluate.generation import score
-from lmtune.evaluate.report import generation_sections, write_report
+from lmtune.evaluate.report import generation_sections
 from lmtune.models.chat_template import Stop
 from lmtune.models.generate import generate_answers
 from lmtune.models.load import load_generative, load_tokenizer, set_attention, training_attention
-from lmtune.models.methods import apply_method, count_parameters, load_options
+from lmtune.models.loss import language_model_loss
+from lmtune.models.methods import load_options
+from lmtune.models.precision import inference_precision
 from lmtune.models.weights import load_weights, save_weights
-from lmtune.runs import MARKER, check_resumable, model_meta, prune_checkpoints
-from lmtune.train import build_trainer, fit, inference_precision
+from lmtune.runs import model_meta
+from lmtune.tasks import components
+from lmtune.tasks.contract import Predictor, TrainResult
+from lmtune.train import build_trainer, fit
 
 
 def save_splits(splits: dict[str, list[Encoded]], folder: Path) -> None:
@@ -84,8 +88,7 @@ def read_examples(config: RunConfig, tokenizer=None) -> tuple[dict[str, list[Exa
 
 def bad_record(config: RunConfig, where: str, problem: str, report: dict) -> None:
     """data.on_error: stop at the first bad record, or skip it and list it in the report."""
-    if config.data.on_error == "fail":
-        raise LmtuneError(f"{where}: {problem} (data.on_error = skip drops such records)")
+    on_bad(config.data.on_error, where, problem)
     report.setdefault("skipped", []).append((where, problem))
 
 
@@ -101,7 +104,7 @@ def encode_and_load(
             raise LmtuneError(
                 f"data: no usable {name} examples left (see data.on_error and model.max_length)"
             )
-    report["references"] = forgetting.read_references(config, tokenizer, encode_split)  # before the model
+    report["references"] = checks.read(config, tokenizer, encode_split)  # before the model
     set_seed(config.training.seed)
     model = load_generative(
         model_path,
@@ -118,25 +121,19 @@ def encode_and_load(
 
 def train(
     config: RunConfig, prepared: Prepared, run_dir: Path, resume: bool, train_rows, callbacks: tuple = ()
-) -> dict:
+) -> TrainResult:
     """Base scores, fine-tune, tuned scores; save model, metrics, generations and the report.
 
     `train_rows(config, prepared, model)` gives the recipe's training rows and a packing note."""
-    check_resumable(run_dir, config, resume)
-    (run_dir / "config.yaml").write_text(dump_config(config))
+    components.begin(config, run_dir, resume)
     save_splits(prepared.splits, run_dir / "data")
     tokenizer, model, splits, stop = prepared.tokenizer, prepared.model, prepared.splits, prepared.stop
     results: dict[str, dict] = {}
     if "base" in config.evaluation.baselines:
         results["base"] = score(config, model, tokenizer, stop, splits["test"], "base")
+    before = checks.measure(config, model, tokenizer, prepared.report["references"])  # the untuned model
 
-    before = forgetting.measure(config, model, tokenizer, prepared.report["references"])  # the untuned model
-    set_seed(config.training.seed)
-    model = apply_method(model, config.method)
-    trainable, total = count_parameters(model)
-    print(
-        f"method {config.method.name}: {trainable:,} of {total:,} parameters trainable ({100 * trainable / total:.2f}%)"
-    )
+    model, params = components.adapt(config, model)
     rows, prepared.report["packing"] = train_rows(config, prepared, model)
     print(
         f"data: {len(splits['train'])} train / {len(splits['validation'])} validation / {len(splits['test'])} test "
@@ -157,24 +154,21 @@ def train(
         eval_dataset=as_dataset(splits["validation"]) if splits["validation"] else None,
         collator=collate(tokenizer.pad_token_id),
         compute_metrics=None,
-        language_model=True,
+        loss=language_model_loss,
         callbacks=callbacks,
     )
     history = fit(trainer, run_dir, resume)
     model = trainer.model
     model.config.use_cache = True
+
     results["tuned"] = score(config, model, tokenizer, stop, splits["test"], "tuned")
-    prepared.report["forgetting"] = forgetting.compare(
+    prepared.report["audits"] = checks.compare(
         config, model, tokenizer, prepared.report["references"], before
     )
     predictions.save(run_dir, prediction_kinds(splits["test"], results))
     info = {"template": prepared.template, "stop": prepared.stop.__dict__}
     save_model(config, prepared.model_path, model, tokenizer, stop, info, run_dir / "model")
-    metrics = finish(config, run_dir, trainer, history, results, prepared.report, splits, (trainable, total))
-    (run_dir / MARKER).write_text(json.dumps({"task": config.task, "name": config.output.name}))
-    # last: resume needs them
-    prune_checkpoints(run_dir / "checkpoints", metrics["best_checkpoint"], config.training.keep_checkpoints)
-    return metrics
+    return finish(config, run_dir, trainer, history, results, prepared.report, splits, params)
 
 
 # ------------------------------------------------------------------------------- saving
@@ -199,8 +193,10 @@ def save_model(config: RunConfig, base_path, model, tokenizer, stop: Stop, info:
     (folder / "lmtune_model.json").write_text(json.dumps(meta, indent=2))
 
 
-def finish(config: RunConfig, run_dir: Path, trainer, history, results, data_report, splits, params) -> dict:
-    """metrics.json, generations.jsonl (every answer, base and tuned) and report.html."""
+def finish(
+    config: RunConfig, run_dir: Path, trainer, history, results, data_report, splits, params
+) -> TrainResult:
+    """generations.jsonl (every answer, base and tuned), then metrics.json and report.html."""
     answers = {name: r.pop("answers", []) for name, r in results.items()}
     with open(run_dir / "generations.jsonl", "w", encoding="utf-8") as out:
         chats = [e for e in splits["test"] if e.prompt_ids is not None]
@@ -210,63 +206,45 @@ def finish(config: RunConfig, run_dir: Path, trainer, history, results, data_rep
             row = {"where": e.where, "prompt": e.prompt, "reference": e.reference}
             row.update({name: a[i] for name, a in answers.items() if i < len(a)})
             out.write(json.dumps(row, ensure_ascii=False) + "\n")
-    runtime = next((h for h in reversed(history) if "train_runtime" in h), {})
-    state = trainer.state
-    metrics = {
-        "test": results,
-        "best_validation": state.best_metric,
-        "best_checkpoint": Path(state.best_model_checkpoint).name if state.best_model_checkpoint else None,
-        "steps": state.global_step,
-        "train_runtime_s": runtime.get("train_runtime"),
-        "train_tokens": sum(len(e.input_ids) for e in splits["train"]),
-        "parameters": {"trainable": params[0], "total": params[1]},
-        "rows": {name: len(items) for name, items in splits.items()},
-        "skipped_records": data_report["data"]["bad_rows"]["count"] + len(data_report["skipped"]),
-        "documents_split": data_report.get("documents_split", 0),
-        "packing": data_report.get("packing"),
-        "forgetting": data_report.get("forgetting", []),
-    }
-    epochs = state.epoch or 0
+    rows = {name: len(items) for name, items in splits.items()}
+    audits = data_report.get("audits", {})
+    metrics = components.result(trainer, history, results, params, rows, audits)
+    metrics.update(
+        train_tokens=sum(len(e.input_ids) for e in splits["train"]),
+        skipped_records=data_report["data"]["bad_rows"]["count"] + len(data_report["skipped"]),
+        documents_split=data_report.get("documents_split", 0),
+        packing=data_report.get("packing"),
+    )
+    epochs = trainer.state.epoch or 0
     if metrics["train_runtime_s"]:
         metrics["train_tokens_per_second"] = metrics["train_tokens"] * epochs / metrics["train_runtime_s"]
-    (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
-    (run_dir / "data_report.json").write_text(json.dumps(data_report["data"], indent=2, ensure_ascii=False))
-    write_report(
-        run_dir / "report.html",
-        title=f"lmtune run: {config.output.name}",
+    return components.finish(
+        config,
+        run_dir,
+        metrics,
+        data_report["data"],
         facts={
             "task": config.task,
             "model": config.model.name,
             "method": f"{config.method.name} ({params[0]:,} / {params[1]:,} trainable)",
-            "examples (train / validation / test)": " / ".join(str(v) for v in metrics["rows"].values()),
+            "examples (train / validation / test)": " / ".join(str(v) for v in rows.values()),
             "records skipped": metrics["skipped_records"],
             "packing": metrics["packing"],
             "steps": metrics["steps"],
             "train tokens/s": f"{metrics.get('train_tokens_per_second') or 0:.0f}",
         },
         sections=generation_sections(results, answers, splits["test"], data_report, config)
-        + forgetting.sections(metrics["forgetting"])
+        + checks.sections(audits)
         + data_sections(data_report["data"]),
         history=history,
         metric="loss",
-        config_text=dump_config(config),
     )
-    return metrics
 
 
 # --------------------------------------------------------------------------- using a run
 
 
-@dataclass
-class Run:
-    config: RunConfig
-    model: object
-    tokenizer: object
-    stop: Stop
-    info: dict
-
-
-def load_run(run_dir: Path) -> Run:
+def load(run_dir: Path) -> Predictor:
     """A finished run's model (base + adapter, or full weights), tokenizer and stop markers."""
     config = load_config(run_dir / "config.yaml")
     folder = run_dir / "model"
@@ -278,8 +256,7 @@ def load_run(run_dir: Path) -> Run:
     else:
         attn = info["attn_implementation"]
         model = load_generative(folder, attn_implementation=attn, trust_remote_code=trusted)
-    stop = Stop(**info["stop"])
-    return Run(config, model, tokenizer, stop, info)
+    return Predictor(config.task, config, model, tokenizer, info, stop=Stop(**info["stop"]), run_dir=run_dir)
 
 
 def base_model(info: dict, config: RunConfig):
@@ -292,7 +269,7 @@ def base_model(info: dict, config: RunConfig):
     )
 
 
-def answer(run: Run, prompts: list[list[int]], texts: list[str], streamer=None) -> list[dict]:
+def answer(run: Predictor, prompts: list[list[int]], texts: list[str], streamer=None) -> list[dict]:
     answers = generate_answers(
         run.model,
         run.tokenizer,
@@ -324,19 +301,22 @@ def prediction_kinds(test: list, results: dict[str, dict]) -> dict:
     return kinds
 
 
-def _test_examples(run: Run, data: str | None, read_examples, encode_split) -> list[Encoded]:
+def _test_examples(
+    run: Predictor, data: str | None, read_examples, encode_split, reader: dict
+) -> list[Encoded]:
     if data is None:  # same files and seed: the same test split
         items = read_examples(run.config, run.tokenizer)[0]["test"]
     else:
-        items = [to_example(row) for row in read_file(run.config, data, "generative", run.tokenizer)]
+        rows = read_file(run.config, data, "generative", run.tokenizer, reader)
+        items = [to_example(row) for row in rows]
     return encode_split(run.config, run.tokenizer, items, {})
 
 
-def evaluate_run(run_dir: Path, data: str | None, read_examples, encode_split) -> dict:
+def evaluate_run(run_dir: Path, data: str | None, read_examples, encode_split, reader: dict) -> dict:
     """Loss, perplexity and generation scores (with 95% intervals) of a finished run on its test split
     or a file."""
-    run = load_run(run_dir)
-    encoded = _test_examples(run, data, read_examples, encode_split)
+    run = load(run_dir)
+    encoded = _test_examples(run, data, read_examples, encode_split, reader)
     result = score(run.config, run.model, run.tokenizer, run.stop, encoded, "eval")
     result.pop("answers", None)
     result.pop("per_example", None)
@@ -344,12 +324,12 @@ def evaluate_run(run_dir: Path, data: str | None, read_examples, encode_split) -
 
 
 def predictions_on(
-    run_dir: Path, data: str | None, read_examples, encode_split, *, base: bool = False
+    run_dir: Path, data: str | None, read_examples, encode_split, reader: dict, *, base: bool = False
 ) -> dict:
     """The run's (and with `base`, the untuned base model's) per-example losses and answers on its test
     split or a file, in predictions.json's form: what `lmtune compare --data` pairs between runs."""
-    run = load_run(run_dir)
-    encoded = _test_examples(run, data, read_examples, encode_split)
+    run = load(run_dir)
+    encoded = _test_examples(run, data, read_examples, encode_split, reader)
     results = {}
     if base:
         model = base_model(run.info, run.config)

@@ -94,13 +94,19 @@ def prompt_ids(run, text: str, history: list[dict] | None = None) -> list[int]:
 
 def evaluate(run_dir: Path, data: str | None = None, **reader) -> dict:
     """Scores of a finished run on `data`, or on its own test split (re-cut from the same files and seed)."""
-    return generative.evaluate_run(run_dir, data, read_examples, encode_split)
+    return generative.evaluate_run(run_dir, data, read_examples, encode_split, reader)
 
 
 def predictions_on(run_dir: Path, data: str | None = None, *, base: bool = False, **reader) -> dict:
-    return generative.predictions_on(run_dir, data, read_examples, encode_split, base=base)
+    return generative.predictions_on(run_dir, data, read_examples, encode_split, reader, base=base)
+
+
+load, answer = generative.load, generative.answer  # the contract's names for what both recipes share
 
 
 def predict(run_dir: Path, texts: list[str]) -> list[dict]:
-    run = generative.load_run(run_dir)
-    return generative.answer(run, [prompt_ids(run, text) for text in texts], texts)
+    return predict_with(load(run_dir), texts)
+
+
+def predict_with(run, texts: list[str]) -> list[dict]:
+    return answer(run, [prompt_ids(run, text) for text in texts], texts)

@@ -10,7 +10,7 @@ import os
 import signal
 import sys
 
-import lmtune.cli  # noqa: F401 - its offline environment settings
+from lmtune.cli import quiet_optuna  # importing lmtune.cli also sets the entry point's environment
 from lmtune.config import load_config
 from lmtune.errors import LmtuneError
 
@@ -37,6 +37,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, help="torch threads (default: torch's own)")
     parser.add_argument("--parent", type=int, help="die with this process (Linux)")
     args = parser.parse_args(argv)
+    quiet_optuna()
     if args.parent:
         _die_with_parent(args.parent)
     if args.threads:

@@ -18,7 +18,7 @@ from matplotlib.ticker import MaxNLocator
 from optuna.trial import FrozenTrial, TrialState
 
 from lmtune.config import RunConfig, dump_config, validate
-from lmtune.evaluate.report import plt, png, table, write_report
+from lmtune.page import png, subplots, table, write_page
 from lmtune.tune.space import apply, base_raw
 
 STATES = {
@@ -148,7 +148,7 @@ def history_plot(study: optuna.Study, metric: str) -> str | None:
     if not trials:
         return None
     maximize = study.direction == optuna.study.StudyDirection.MAXIMIZE
-    fig, ax = plt.subplots(figsize=(8, 3.6))
+    fig, ax = subplots(figsize=(8, 3.6))
     complete = [(t.number, t.value) for t in trials if t.state == TrialState.COMPLETE]
     pruned = [(t.number, _last(t)) for t in trials if t.state == TrialState.PRUNED and _last(t) is not None]
     if complete:
@@ -173,7 +173,7 @@ def intermediate_plot(study: optuna.Study, metric: str) -> str | None:
     trials = [t for t in study.get_trials(deepcopy=False) if t.intermediate_values]
     if not trials:
         return None
-    fig, ax = plt.subplots(figsize=(8, 3.6))
+    fig, ax = subplots(figsize=(8, 3.6))
     for t in trials:
         steps = sorted(t.intermediate_values)
         style = "--" if t.state == TrialState.PRUNED else "-"
@@ -210,7 +210,7 @@ def importance(study: optuna.Study) -> tuple[dict[str, float] | None, str]:
 
 def importance_plot(importances: dict[str, float]) -> str:
     names = list(importances)[::-1]
-    fig, ax = plt.subplots(figsize=(7, 0.5 * len(names) + 1.2))
+    fig, ax = subplots(figsize=(7, 0.5 * len(names) + 1.2))
     ax.barh(names, [importances[n] for n in names], color="tab:blue")
     ax.set_xlabel("importance (share of the variation in the validation score)")
     ax.set_title("Parameter importance")
@@ -259,13 +259,11 @@ def write_html(path: Path, config: RunConfig, summary: dict, rows: list[dict], s
         sections.append(("Pruning: validation score per evaluation", curves))
     if best:
         sections.append(("best.yaml", f"<pre>{html.escape(Path(best['config']).read_text())}</pre>"))
-    write_report(
+    write_page(
         path,
         title=f"lmtune search: {config.output.name}",
         facts=facts,
         sections=sections,
-        history=[],
-        metric=metric,
         config_text=dump_config(config),
     )
 

@@ -89,9 +89,7 @@ def apply(raw: dict, values: dict[str, Any]) -> dict:
 def trial_raw(base: dict, values: dict[str, Any], trials_dir: Path, number: int) -> dict:
     """A trial's config: the base with its values, into trials/trial-NNNN, without the costly extras
     (baselines, forgetting checks, generated answers) that do not change the validation score."""
-    extras: dict[str, Any] = {"evaluation.baselines": []}
-    if base.get("evaluation", {}).get("forgetting"):
-        extras["evaluation.forgetting"] = []
+    extras: dict[str, Any] = {"evaluation.baselines": [], "audit.checks": []}
     if base.get("task") != "classify":
         extras["evaluation.generation.prompts"] = 0
     raw = apply(apply(base, extras), values)

@@ -32,8 +32,6 @@ MAX_RETRIES = 2  # a trial whose worker died is re-run with the same parameters 
 MARKER = "lmtune_search.json"
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 
-optuna.logging.set_verbosity(optuna.logging.WARNING)
-
 
 @contextlib.contextmanager
 def calm():
@@ -214,17 +212,24 @@ def retry(study: optuna.Study, trial: FrozenTrial) -> None:
     )
 
 
-def fail(study: optuna.Study, trial: FrozenTrial, message: str) -> bool:
+def trial_id(storage: optuna.storages.BaseStorage, study: optuna.Study, number: int) -> int:
+    """The storage's id of trial `number`, through optuna's public storage API (Trial._trial_id and
+    Study._storage are private): the storage is the one this process opened for the study."""
+    study_id = storage.get_study_id_from_name(study.study_name)
+    return storage.get_trial_id_from_study_id_trial_number(study_id, number)
+
+
+def fail(study: optuna.Study, storage, trial: FrozenTrial, message: str) -> bool:
     """Mark a RUNNING trial FAIL with a note; False when another worker finished it first."""
-    storage = study._storage
+    tid = trial_id(storage, study, trial.number)
     try:
-        storage.set_trial_user_attr(trial._trial_id, "error", message)  # attributes only while running
-        return storage.set_trial_state_values(trial._trial_id, state=TrialState.FAIL)
+        storage.set_trial_user_attr(tid, "error", message)  # attributes only while running
+        return storage.set_trial_state_values(tid, state=TrialState.FAIL)
     except optuna.exceptions.UpdateFinishedTrialError:
         return False
 
 
-def reap(study: optuna.Study, trials_dir: Path) -> None:
+def reap(study: optuna.Study, storage, trials_dir: Path) -> None:
     """Trials left RUNNING by dead workers become FAIL; their parameters run again (call under the lock)."""
     with calm():
         optuna.storages.fail_stale_trials(study)  # other hosts: silent heartbeat
@@ -241,7 +246,7 @@ def reap(study: optuna.Study, trials_dir: Path) -> None:
             if worker_host != host or _alive(int(pid)):
                 continue
             message = f"worker {worker} died while the trial ran"
-        if fail(study, trial, message):
+        if fail(study, storage, trial, message):
             retry(study, trial)
             shutil.rmtree(trials_dir / f"trial-{trial.number:04d}.partial", ignore_errors=True)
 

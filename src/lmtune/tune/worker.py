@@ -74,14 +74,15 @@ def quiet(log: Path):
 
 
 @contextlib.contextmanager
-def heartbeat(study: optuna.Study, trial: optuna.Trial):
+def heartbeat(study: optuna.Study, storage, trial: optuna.Trial):
     """Record the trial's heartbeat while it runs: other hosts can tell a dead worker by its silence."""
     stop = threading.Event()
+    tid = studies.trial_id(storage, study, trial.number)
 
     def beat():
         while True:
             with contextlib.suppress(Exception):  # a busy database skips one beat, not the trial
-                study._storage.record_heartbeat(trial._trial_id)
+                storage.record_heartbeat(tid)
             if stop.wait(studies.HEARTBEAT_S):
                 return
 
@@ -129,13 +130,15 @@ def _tell(study, trial, state: TrialState, value: float | None = None, **attrs):
         return None
 
 
-def run_trial(study, trial, config: RunConfig, base: dict, space: dict[str, Dimension], folder: Path):
+def run_trial(
+    study, storage, trial, config: RunConfig, base: dict, space: dict[str, Dimension], folder: Path
+):
     """Train one trial and tell the study how it ended; (state, value, note)."""
     number = trial.number
     partial = folder / "trials" / f"trial-{number:04d}.partial"
     try:
         values = {key: dimension.suggest(trial) for key, dimension in space.items()}
-        with heartbeat(study, trial):
+        with heartbeat(study, storage, trial):
             trial_config = validate(trial_raw(base, values, folder / "trials", number), f"trial {number}")
             value = train_trial(trial_config, trial, folder)
     except optuna.TrialPruned as pruned:
@@ -213,7 +216,7 @@ def work(config: RunConfig, *, worker: int = 0, workers: int = 1) -> None:
     failures_in_row = 0
     while True:
         with studies.claim_lock(url):
-            studies.reap(study, folder / "trials")
+            studies.reap(study, storage, folder / "trials")
             trial = _take(study, config, space, n_budget, deadline)
         if trial == "wait":
             time.sleep(POLL_S)
@@ -221,7 +224,7 @@ def work(config: RunConfig, *, worker: int = 0, workers: int = 1) -> None:
         if trial is None:
             return
         started = time.monotonic()
-        outcome = run_trial(study, trial, config, base, space, folder)
+        outcome = run_trial(study, storage, trial, config, base, space, folder)
         gc.collect()  # the trial's model and data: before the next one loads its own
         durations.append(time.monotonic() - started)
         eta = _eta(study, n_budget, durations, workers, deadline)

@@ -1,0 +1,34 @@
+"""Tripwires for lmtune.shims: each fails when the upstream internal a shim relies on changes shape."""
+
+from __future__ import annotations
+
+import importlib.util
+
+import pytest
+import sacrebleu
+
+from lmtune import shims
+
+
+@pytest.mark.skipif(importlib.util.find_spec("bitsandbytes") is None, reason="bitsandbytes not installed")
+def test_bitsandbytes_layers_read_the_cpu_probe_when_created_and_the_switch_is_scoped():
+    import bitsandbytes.nn.modules as bnb_modules
+
+    probe = bnb_modules.has_avx512bf16
+    with shims.bitsandbytes_exact_cpu_path():
+        inside = bnb_modules.Linear4bit(64, 64)
+    assert inside.support_avx512bf16_for_cpu is False  # the layer took the flag at creation
+    assert bnb_modules.has_avx512bf16 is probe  # and nothing outside the block sees the switch
+    outside = bnb_modules.Linear4bit(64, 64)
+    assert outside.support_avx512bf16_for_cpu == bool(probe())
+
+
+@pytest.mark.parametrize("scorer", [sacrebleu.BLEU(), sacrebleu.CHRF()], ids=["bleu", "chrf"])
+def test_sacrebleu_corpus_score_is_the_score_of_summed_sentence_statistics(scorer):
+    predictions = ["the cat sat on the mat", "a dog barked", "hello there world"]
+    references = ["the cat sat on a mat", "the dog barked loudly", "hello world"]
+    rows = shims.sacrebleu_sentence_statistics(scorer, predictions, references)
+    assert len(rows) == 3 and all(isinstance(v, int | float) for row in rows for v in row)
+    summed = [int(sum(column)) for column in zip(*rows, strict=True)]
+    corpus = scorer.corpus_score(predictions, [references]).score
+    assert shims.sacrebleu_score_from_statistics(scorer, summed) == pytest.approx(corpus, abs=1e-9)
