@@ -40,7 +40,7 @@ chromium:
 	fi
 
 bench: setup
-	$(BIN)/python -m pip install -q -c constraints.txt -e '.[bench]'  # trl, the peer of sft_speed.py
+	$(BIN)/python -m pip install -q -c constraints.txt -e '.[bench]'
 	$(BIN)/python bench/sst2_speed.py
 	$(BIN)/python bench/sft_speed.py
 

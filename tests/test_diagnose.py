@@ -200,3 +200,33 @@ def test_real_minilm_overfitting_is_diagnosed_and_a_sane_run_is_clean(tmp_path):
     }
     report = _train(tmp_path, "sane", 640, {}, sane)
     assert "<b>overfitting</b>" not in report and "no overfitting: validation loss" in report
+
+
+def preference_logs(chosen: list[float], margins: list[float], loss: list[float]) -> list[dict]:
+    """TRL-style preference training logs."""
+    return [
+        {"loss": value, "grad_norm": 1.0, "logps/chosen": c, "rewards/margins": m, "step": 10 * (i + 1)}
+        for i, (c, m, value) in enumerate(zip(chosen, margins, loss, strict=True))
+    ]
+
+
+def test_preference_runs_are_checked_for_likelihood_displacement_and_a_collapsed_loss():
+    n = 12
+    falling = preference_logs(decay(n, -40, -70), decay(n, 0, 20), decay(n, 0.69, 0.05))
+    [finding] = [
+        f for f in diagnose(falling, metric="loss", greater_is_better=False) if f.kind == "preference"
+    ]
+    assert "likelihood displacement" in finding.evidence and "learning_rate" in finding.suggestion
+    collapsed = preference_logs([-40.0] * n, decay(n, 0, 30), [0.69] * 4 + [0.001] * (n - 4))
+    [finding] = [
+        f for f in diagnose(collapsed, metric="loss", greater_is_better=False) if f.kind == "preference"
+    ]
+    assert finding.evidence.startswith("training loss collapsed to")
+    healthy = preference_logs(decay(n, -40, -41), decay(n, 0, 2), decay(n, 0.69, 0.4))
+    result = check(healthy, metric="loss", greater_is_better=False)
+    assert not [f for f in result.findings if f.kind == "preference"]
+    assert any(line.startswith("preference: chosen log-probability") for line in result.passed)
+    assert not any(
+        "preference" in line
+        for line in check(history([1.0] * n), metric="loss", greater_is_better=False).passed
+    )

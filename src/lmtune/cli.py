@@ -30,6 +30,8 @@ def format_table(results: dict[str, dict], task: str) -> str:
     columns = [c for c in TASKS[task].columns if all(c in r for r in results.values())]
 
     def cell(result: dict, metric: str) -> str:
+        if result[metric] is None:  # undefined for this model (the base has no implicit reward)
+            return "—"
         low_high = result.get("ci", {}).get(metric)
         return f"{result[metric]:.4f}" + (f" [{low_high[0]:.3f}, {low_high[1]:.3f}]" if low_high else "")
 
@@ -71,7 +73,11 @@ def _train(config, *, resume: bool, overwrite: bool) -> int:
         with open_run(config, resume=resume, overwrite=overwrite) as run_dir:
             metrics = task.train(config, prepared, run_dir, resume=resume)
     print(f"\nTest split ({metrics['rows']['test']} examples):")
-    print(format_table(metrics["test"], config.task))
+    print(
+        format_table(metrics["test"], config.task)
+        if metrics["test"]
+        else "(no scores for this run's test split)"
+    )
     print(f"\nrun directory: {final_dir(config)}\nreport: {final_dir(config) / 'report.html'}")
     return 0
 

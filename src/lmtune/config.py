@@ -178,8 +178,23 @@ class DataConfig(Section):
     )
     max_train_rows: int | None = Field(None, ge=1, description="subsample of the training split")
     split: SplitConfig = SplitConfig()
-    format: Literal["auto", "alpaca", "messages", "sharegpt", "prompt_completion", "text"] = Field(
-        "auto", description="generative tasks: record format; auto detects it from the fields"
+    format: Literal[
+        "auto",
+        "alpaca",
+        "messages",
+        "sharegpt",
+        "prompt_completion",
+        "text",
+        "pairs",
+        "implicit",
+        "hh",
+        "sharegpt_ranking",
+        "openai",
+        "unpaired",
+    ] = Field(
+        "auto",
+        description="generative and preference tasks: record format; auto detects it from the fields "
+        "(preference: pairs, implicit, hh, sharegpt_ranking, openai, unpaired; see lmtune.data.preference)",
     )
     fields: dict[str, str] = Field(
         {}, description="generative tasks: rename record fields to the format's names, e.g. {output: answer}"
@@ -387,6 +402,25 @@ class EvaluationConfig(Section):
     )
 
 
+class PreferenceConfig(Section):
+    """task: preference — tuning on answers people preferred (TRL's DPOTrainer / KTOTrainer)."""
+
+    loss: Literal["dpo", "ipo", "kto"] = Field(
+        "dpo",
+        description="dpo: the sigmoid loss on the policy's log-ratio margin over the reference; ipo: its "
+        "squared form (Azar et al.), less prone to overfit deterministic preferences; kto: unpaired answers "
+        "labelled desirable or not",
+    )
+    beta: float = Field(
+        0.1, gt=0, le=10, description="how far from the reference the policy may move: higher = closer"
+    )
+    label_smoothing: float = Field(
+        0.0, ge=0, lt=0.5, description="dpo: the assumed share of flipped preference labels (robust DPO)"
+    )
+    desirable_weight: float = Field(1.0, gt=0, description="kto: weight of the desirable answers' loss")
+    undesirable_weight: float = Field(1.0, gt=0, description="kto: weight of the undesirable answers' loss")
+
+
 class AuditConfig(Section):
     """Checks of the tuned model against the untuned one (lmtune.evaluate.checks): each reads its
     references before the run, measures before and after tuning, and reports the change."""
@@ -499,6 +533,7 @@ class RunConfig(Section):
     training: TrainingConfig = TrainingConfig()
     evaluation: EvaluationConfig = EvaluationConfig()
     chat: ChatConfig = ChatConfig()
+    preference: PreferenceConfig = PreferenceConfig()
     audit: AuditConfig = AuditConfig()
     output: OutputConfig = OutputConfig()
     search: SearchConfig | None = None

@@ -56,39 +56,13 @@ def check_setup(config: RunConfig) -> None:
 Penalty = Callable[[torch.nn.Module, dict, object], torch.Tensor]
 
 
-class LmtuneTrainer(Trainer):
-    """Trainer plus what it lacks: the loss seam (the recipe's Loss, per-row weights, penalty terms), a
-    step LR schedule (linear warmup, then multiply by gamma every N steps), and a stop at the first
-    non-finite loss."""
+class Guards:
+    """What lmtune adds to any Trainer (its own, TRL's): a stop at the first non-finite loss, the
+    fault-injection points, and a step LR schedule (linear warmup, then multiply by gamma every N steps)."""
 
-    def __init__(
-        self,
-        *args,
-        step_schedule: tuple[int, float] | None = None,
-        loss: Loss | None = None,
-        penalties: Sequence[Penalty] = (),
-        **kwargs,
-    ):
+    def __init__(self, *args, step_schedule: tuple[int, float] | None = None, **kwargs):
         super().__init__(*args, **kwargs)
         self._step_schedule = step_schedule
-        self._loss = loss
-        self._penalties = tuple(penalties)
-
-    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-        """The recipe's loss (or, where it gives none or returns None, the Trainer's: the model's own),
-        on the batch without its `weight` column, which goes to the loss instead; plus the penalties."""
-        weights = inputs.pop("weight", None)
-        result = self._loss(model, inputs, weights, num_items_in_batch) if self._loss else None
-        if result is None:
-            if weights is not None:
-                raise LmtuneError("the training rows carry weights, but this task's loss cannot use them")
-            loss, outputs = super().compute_loss(model, inputs, True, num_items_in_batch)
-        else:
-            loss, outputs, self.loss_is_scaled_for_ga = result
-        if model.training:
-            for penalty in self._penalties:
-                loss = loss + penalty(model, inputs, outputs)
-        return (loss, outputs) if return_outputs else loss
 
     def training_step(self, model, inputs, num_items_in_batch=None):
         """Stop at the first NaN/inf loss, before the optimizer step: no poisoned weights and no
@@ -121,6 +95,32 @@ class LmtuneTrainer(Trainer):
         return self.lr_scheduler
 
 
+class LmtuneTrainer(Guards, Trainer):
+    """The Trainer of lmtune's own recipes: Guards, plus the loss seam (the recipe's Loss, per-row
+    weights, penalty terms)."""
+
+    def __init__(self, *args, loss: Loss | None = None, penalties: Sequence[Penalty] = (), **kwargs):
+        super().__init__(*args, **kwargs)
+        self._loss = loss
+        self._penalties = tuple(penalties)
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        """The recipe's loss (or, where it gives none or returns None, the Trainer's: the model's own),
+        on the batch without its `weight` column, which goes to the loss instead; plus the penalties."""
+        weights = inputs.pop("weight", None)
+        result = self._loss(model, inputs, weights, num_items_in_batch) if self._loss else None
+        if result is None:
+            if weights is not None:
+                raise LmtuneError("the training rows carry weights, but this task's loss cannot use them")
+            loss, outputs = super().compute_loss(model, inputs, True, num_items_in_batch)
+        else:
+            loss, outputs, self.loss_is_scaled_for_ga = result
+        if model.training:
+            for penalty in self._penalties:
+                loss = loss + penalty(model, inputs, outputs)
+        return (loss, outputs) if return_outputs else loss
+
+
 class FaultPoints(TrainerCallback):
     """A whole checkpoint written: where the fault-injection tests kill a run (lmtune.faults)."""
 
@@ -131,12 +131,19 @@ class FaultPoints(TrainerCallback):
 def training_arguments(
     config: RunConfig, run_dir: Path, has_validation: bool, n_train: int, precision: str
 ) -> TrainingArguments:
+    return TrainingArguments(**training_settings(config, run_dir, has_validation, n_train, precision))
+
+
+def training_settings(
+    config: RunConfig, run_dir: Path, has_validation: bool, n_train: int, precision: str
+) -> dict:
+    """TrainingArguments' keywords from the run config (TRL's configs take the same ones)."""
     t = config.training
     steps_per_epoch = max(1, math.ceil(n_train / (t.batch_size * t.gradient_accumulation)))
     eval_steps = t.eval_every or steps_per_epoch
     strategy = "steps" if has_validation else "no"
     metric = config.evaluation.metric
-    return TrainingArguments(
+    return dict(
         output_dir=str(run_dir / "checkpoints"),
         num_train_epochs=t.epochs,
         max_steps=t.max_steps or -1,
@@ -199,19 +206,6 @@ def build_trainer(
     if "weight" in (getattr(train_dataset, "column_names", None) or []):
         args.remove_unused_columns = False
         collator = _without(collator, "length")
-    trackers = tracker_callbacks(config.training.report_to, run_dir)
-    if "tensorboard" in config.training.report_to:
-        trackers.insert(0, TensorBoardCallback(tb_writer=SummaryWriter(log_dir=str(run_dir / "tb"))))
-    # Monitor first: it adds to the logs the others read
-    callbacks = [Monitor(), *trackers, *callbacks, FaultPoints()]
-    stopping = config.training.early_stopping
-    if has_validation and stopping.patience:
-        callbacks.append(
-            EarlyStoppingCallback(
-                early_stopping_patience=stopping.patience, early_stopping_threshold=stopping.threshold
-            )
-        )
-    t = config.training
     trainer = LmtuneTrainer(
         model=model,
         args=args,
@@ -220,15 +214,86 @@ def build_trainer(
         data_collator=collator,
         processing_class=tokenizer,
         compute_metrics=compute_metrics if has_validation else None,
-        callbacks=callbacks,
-        step_schedule=(t.step_size, t.step_gamma) if t.scheduler == "step" else None,
+        callbacks=_callbacks(config, run_dir, has_validation, callbacks),
+        step_schedule=_step_schedule(config),
         loss=loss,
         penalties=penalties,
     )
+    return _live(trainer)
+
+
+def _callbacks(config: RunConfig, run_dir: Path, has_validation: bool, extra: tuple) -> list:
+    """Monitor first (it adds to the logs the others read), trackers, the caller's, the fault points,
+    early stopping."""
+    trackers = tracker_callbacks(config.training.report_to, run_dir)
+    if "tensorboard" in config.training.report_to:
+        trackers.insert(0, TensorBoardCallback(tb_writer=SummaryWriter(log_dir=str(run_dir / "tb"))))
+    callbacks = [Monitor(), *trackers, *extra, FaultPoints()]
+    stopping = config.training.early_stopping
+    if has_validation and stopping.patience:
+        callbacks.append(
+            EarlyStoppingCallback(
+                early_stopping_patience=stopping.patience, early_stopping_threshold=stopping.threshold
+            )
+        )
+    return callbacks
+
+
+def _step_schedule(config: RunConfig) -> tuple[int, float] | None:
+    t = config.training
+    return (t.step_size, t.step_gamma) if t.scheduler == "step" else None
+
+
+def _live(trainer: Trainer) -> Trainer:
     for default in (ProgressCallback, PrinterCallback):  # raw dict lines; LiveView replaces them
         trainer.remove_callback(default)
     trainer.add_callback(LiveView())
     return trainer
+
+
+def preference_trainer(
+    config: RunConfig, run_dir: Path, *, model, tokenizer, train_dataset, eval_dataset, callbacks: tuple = ()
+) -> Trainer:
+    """TRL's DPOTrainer (preference.loss dpo, ipo) or KTOTrainer (kto) with lmtune's Guards, callbacks and
+    training settings. The reference: an adapter's base (TRL keeps a frozen copy of the fresh adapter,
+    no second model) or, for methods that change the model's own weights, log-probabilities precomputed
+    once before training. No gradient checkpointing unless asked (TRL's default is on; it costs ~40%)."""
+    from trl import DPOConfig, DPOTrainer, KTOConfig, KTOTrainer
+
+    p = config.preference
+    has_validation = eval_dataset is not None and len(eval_dataset) > 0
+    precision = resolve_precision(config.training.precision, count_parameters(model)[1])
+    settings = training_settings(config, run_dir, has_validation, len(train_dataset), precision)
+    settings.update(
+        gradient_checkpointing=False,
+        max_length=config.model.max_length,
+        beta=p.beta,
+        precompute_ref_log_probs=not hasattr(model, "peft_config"),
+        disable_dropout=True,
+        dataset_num_proc=None,
+        prediction_loss_only=False,
+        train_sampling_strategy="random",  # TRL's tokenized pairs have no length column to group by
+    )
+    if p.loss == "kto":  # its KL term pairs each answer with its neighbours in a fixed-order batch
+        settings["train_sampling_strategy"] = "sequential"
+        weights = {"desirable_weight": p.desirable_weight, "undesirable_weight": p.undesirable_weight}
+        args, kind = KTOConfig(**settings, **weights), KTOTrainer
+    else:
+        loss_type = {"dpo": "sigmoid", "ipo": "ipo"}[p.loss]
+        args = DPOConfig(**settings, loss_type=[loss_type], label_smoothing=p.label_smoothing)
+        kind = DPOTrainer
+    guarded = type(f"Lmtune{kind.__name__}", (Guards, kind), {})
+    trainer = guarded(
+        model=model,
+        ref_model=None,
+        args=args,
+        train_dataset=train_dataset,
+        eval_dataset=eval_dataset if has_validation else None,
+        processing_class=tokenizer,
+        callbacks=_callbacks(config, run_dir, has_validation, callbacks),
+        step_schedule=_step_schedule(config),
+    )
+    return _live(trainer)
 
 
 def _without(collator, key: str):

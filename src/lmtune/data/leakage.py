@@ -25,7 +25,7 @@ def check(
         return splits
     start = time.perf_counter()
     train = splits["train"]
-    train_hashes = hashes(train)
+    train_hashes = hashes(train, "leak")
     train_keys = None
     involved: list[np.ndarray] = []
     findings: dict[str, dict] = {}
@@ -35,7 +35,7 @@ def check(
             continue
         exact_rows, examples = np.zeros(0, dtype=np.int64), []
         if not (name in cut and d.exact):
-            other_hashes = hashes(other)
+            other_hashes = hashes(other, "leak")
             first = dedup.cross_exact(train_hashes, other_hashes)
             exact_rows = np.flatnonzero(first >= 0)
             involved.append(np.flatnonzero(np.isin(train_hashes, other_hashes[exact_rows])))
@@ -45,11 +45,13 @@ def check(
         near_rows: set[int] = set()
         if settings.near and not (name in cut and d.near):
             if train_keys is None:
-                train_keys = keys(train)
+                train_keys = keys(train, leak=True)
             exact = set(exact_rows.tolist())
             pairs = [
                 p
-                for p in dedup.cross_duplicates(train_keys, keys(other), threshold=d.threshold, ngram=d.ngram)
+                for p in dedup.cross_duplicates(
+                    train_keys, keys(other, leak=True), threshold=d.threshold, ngram=d.ngram
+                )
                 if p[1] not in exact
             ]
             near_rows = {j for _, j, _ in pairs}
@@ -59,7 +61,11 @@ def check(
     both = (
         len(splits["validation"]) and len(splits["test"]) and not ({"validation", "test"} <= cut and d.exact)
     )
-    overlap = int(np.isin(hashes(splits["test"]), hashes(splits["validation"])).sum()) if both else 0
+    overlap = (
+        int(np.isin(hashes(splits["test"], "leak"), hashes(splits["validation"], "leak")).sum())
+        if both
+        else 0
+    )
     leaking = np.unique(np.concatenate(involved)) if involved else np.zeros(0, dtype=np.int64)
     removed = len(leaking) if settings.remove_from_train else 0
     if removed:

@@ -20,11 +20,14 @@ from __future__ import annotations
 import codecs
 import csv
 import glob
+import gzip
 import json
 import re
 import sys
+import zlib
 from collections import deque
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -38,6 +41,33 @@ JSON_SUFFIXES = (".json", ".jsonl", ".ndjson")
 TABLE_SEPARATORS = {".csv": ",", ".tsv": "\t"}
 TEXT_SUFFIXES = (".txt", ".raw", ".text")
 SUFFIXES = (*JSON_SUFFIXES, *TABLE_SEPARATORS, *TEXT_SUFFIXES, ".parquet")
+# a gzip file is read as what its name says without ".gz" (data.jsonl.gz: JSONL), decompressed as it
+# streams; line numbers in messages are those of the decompressed text
+GZIP = ".gz"
+
+
+@contextmanager
+def _gzip_errors(path: Path):
+    try:
+        yield
+    except GZIP_ERRORS as exc:
+        raise _damaged_gzip(path, exc) from None
+
+
+def suffix_of(path: Path) -> str:
+    """The suffix that says how to read a file: x.jsonl → .jsonl, x.jsonl.gz → .jsonl."""
+    if path.suffix.lower() == GZIP:
+        return Path(path.stem).suffix.lower()
+    return path.suffix.lower()
+
+
+def open_file(path: Path, mode: str = "r", **kwargs):
+    """open(), or gzip.open() for a .gz file: the readers never see the compression."""
+    if path.suffix.lower() == GZIP:
+        return gzip.open(path, mode if "b" in mode else mode + "t", **kwargs)
+    return open(path, mode, **kwargs)
+
+
 CHUNK = 1 << 22
 
 
@@ -127,7 +157,7 @@ def detect_encoding(path: Path, encoding: str = "auto") -> tuple[str, str | None
     decoder = codecs.getincrementaldecoder("utf-8")(errors="surrogateescape")
     invalid = multibyte = 0
     legacy_ok = True
-    with open(path, "rb") as handle:
+    with open_file(path, "rb") as handle, _gzip_errors(path):
         while chunk := handle.read(CHUNK):
             text = decoder.decode(chunk)
             if not chunk.isascii():
@@ -223,7 +253,7 @@ def _json_array(handle, path: Path) -> Iterator[Record]:
 
 def _looks_like_jsonl(path: Path, codec: str) -> bool:
     """A .json file holding one object per line (common, and accepted by other tools)."""
-    with open(path, encoding=codec, errors="surrogateescape", newline="") as handle:
+    with open_file(path, encoding=codec, errors="surrogateescape", newline="") as handle:
         first = next((line for line in handle if line.strip()), "")
         second = next((line for line in handle if line.strip()), "")
     try:
@@ -463,11 +493,11 @@ def source(path: Path, options: ReadOptions) -> Source:
         return Source(path, "saved", None)
     if not path.is_file():
         raise LmtuneError(f"data file '{path}' does not exist")
-    suffix = path.suffix.lower()
-    if suffix not in SUFFIXES:
+    suffix = suffix_of(path)
+    if suffix not in SUFFIXES or (suffix == ".parquet" and path.suffix.lower() == GZIP):
         raise LmtuneError(
-            f"{path}: cannot tell the file type from '{suffix or 'no suffix'}'; use one of {', '.join(SUFFIXES)}, "
-            "or a folder saved by datasets"
+            f"{path}: cannot tell the file type from '{suffix or 'no suffix'}'; use one of {', '.join(SUFFIXES)} "
+            "(each but .parquet may be gzipped: .jsonl.gz), or a folder saved by datasets"
         )
     if path.stat().st_size == 0:
         raise LmtuneError(f"{path}: the file is empty")
@@ -508,17 +538,26 @@ def _records(path: Path, options: ReadOptions, src: Source) -> Iterator[Record]:
         yield from _text_records(path, options, src)
     except UnicodeError as exc:  # e.g. utf-16 without a byte-order mark
         raise LmtuneError(f"{path}: cannot be read as {src.encoding} ({exc}); set data.encoding") from None
+    except GZIP_ERRORS as exc:
+        raise _damaged_gzip(path, exc) from None
+
+
+GZIP_ERRORS = (EOFError, gzip.BadGzipFile, zlib.error)
+
+
+def _damaged_gzip(path: Path, exc: BaseException) -> LmtuneError:
+    return LmtuneError(f"{path}: a damaged gzip file ({exc or type(exc).__name__}); nothing of it was used")
 
 
 def _text_records(path: Path, options: ReadOptions, src: Source) -> Iterator[Record]:
     # newline="" keeps "\r" inside quoted CSV fields and lets csv count physical lines
-    with open(path, encoding=src.encoding, errors="surrogateescape", newline="") as handle:
+    with open_file(path, encoding=src.encoding, errors="surrogateescape", newline="") as handle:
         if src.kind == "json":
             records = _json_array(handle, path)
         elif src.kind == "jsonl":
             records = _jsonl(handle, path, src.lines)
         elif src.kind == "table":
-            separator = options.separator or TABLE_SEPARATORS.get(path.suffix.lower(), "\t")
+            separator = options.separator or TABLE_SEPARATORS.get(suffix_of(path), "\t")
             records = _table(handle, path, options, separator, src.lines)
         else:
             records = _text(handle, path, src.lines)

@@ -149,7 +149,8 @@ def prepare_data(
     require_test: bool = True,
     allow_empty: bool = False,
 ) -> PreparedData:
-    """Run the whole pipeline on the run's data; `kind` is "labelled" (classify) or "generative"."""
+    """Run the whole pipeline on the run's data; `kind` is "labelled" (classify), "generative" (sft,
+    seq2seq) or "preference" (rows.SPEC_KINDS)."""
     d = config.data
     inputs = inputs or plan(config)
     report = DataReport(config)
@@ -288,7 +289,8 @@ def _split(
             )
     if cut and len(train):  # no rows at all: nothing to cut, and prepare_data says why
         labels = values(train, "label") if s.method == "stratified" else None
-        groups = values(train, "group") if config.data.group_column else None
+        groups = values(train, "group")  # data.group_column, or a preference row's prompt
+        groups = groups if any(g is not None for g in groups) else None
         assignment = split.assign(hashes(train), groups, labels, cut, s.seed, s.method)
         for name, code in [("train", 0), *[(n, i + 1) for i, n in enumerate(cut)]]:
             result[name] = scratch.take(train, np.flatnonzero(assignment == code))

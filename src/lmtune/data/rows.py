@@ -1,9 +1,13 @@
 """The streaming pass of the pipeline: records → validated, cleaned, scrubbed, length-checked rows, written
 to an Arrow file a batch at a time (memory stays flat however large the input) and opened memory-mapped.
 
-A row is one of: a classification text with its label, a plain-text document, or a conversation (its
-canonical messages as JSON). Every row keeps `where` it came from; its `hash` (of the dedup key) serves
-exact deduplication, leakage checks and hash-stable splits.
+A row is one of the kinds in `KINDS`: a classification text with its label, a plain-text document, a
+conversation (its canonical messages as JSON), a preference pair (a prompt's messages, a chosen and a
+rejected answer) or an unpaired preference (a prompt, one answer, label "true"/"false": desirable?).
+Every step that works on text (cleaning, PII scrubbing, length, dedup, leakage) works on every text
+field of the row's kind. Every row keeps `where` it came from; its `hash` (of the dedup key) serves
+exact deduplication and hash-stable splits, its `leak` hash (of what must not appear in two splits:
+the whole row, or a preference row's prompt) the leakage check and the split's grouping.
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ import pyarrow as pa
 from datasets import Dataset
 
 from lmtune import faults
-from lmtune.data import formats
+from lmtune.data import formats, preference
 from lmtune.data.clean import normalise_label
 from lmtune.data.dedup import dedup_key, exact_hashes
 from lmtune.data.load import ReadOptions, Record, iter_records, source
@@ -33,11 +37,15 @@ SCHEMA = pa.schema(
     [
         ("where", pa.string()),
         ("text", pa.string()),  # classification text or plain-text document
-        ("messages", pa.string()),  # a conversation's canonical messages, as JSON
+        ("messages", pa.string()),  # a conversation's (or a preference prompt's) canonical messages, as JSON
+        ("chosen", pa.string()),  # preference pair: the preferred answer
+        ("rejected", pa.string()),  # preference pair: the other one
+        ("completion", pa.string()),  # unpaired preference: the answer (label: "true" = desirable)
         ("label", pa.string()),
         ("group", pa.string()),
         ("origin", pa.string()),  # "file", or how an augmented row was made
         ("hash", pa.uint64()),
+        ("leak", pa.uint64()),  # = hash, but a preference row's prompt only
         ("chars", pa.int64()),
         ("tokens", pa.int64()),  # -1 when no tokenizer was given
     ]
@@ -62,11 +70,29 @@ def reason_kind(reason: str) -> str:
     return next((kind for kind, pattern in REASON_KINDS if pattern.search(reason)), "invalid record")
 
 
+# The row kinds a data pipeline makes, and their text fields (every text step applies to each):
+# "messages" holds chat turns (each turn's content is a text), the others plain strings.
+KINDS: dict[str, tuple[str, ...]] = {
+    "labelled": ("text",),  # classification: a text and its label
+    "text": ("text",),  # a plain-text document (continued pre-training)
+    "messages": ("messages",),  # a conversation
+    "preference": ("messages", "chosen", "rejected"),  # a prompt and two answers to it
+    "unpaired_preference": ("messages", "completion"),  # a prompt, one answer, label: desirable?
+}
+ANSWERS = ("chosen", "rejected", "completion")
+# what a task's pipeline reads ("spec.kind") → the row kinds it may make
+SPEC_KINDS = {
+    "labelled": ("labelled",),
+    "generative": ("text", "messages"),
+    "preference": ("preference", "unpaired_preference"),
+}
+
+
 @dataclass
 class Spec:
     """How records become rows: the task's kind and the data.* keys that shape a row."""
 
-    kind: str  # "labelled" or "generative"
+    kind: str  # "labelled", "generative" or "preference" (SPEC_KINDS)
     text_column: str = "text"
     label_column: str = "label"
     group_column: str | None = None
@@ -103,11 +129,15 @@ class Tally:
     sources: list = field(default_factory=list)
 
 
-def key_text(text: str | None, messages: list[dict] | None) -> str:
-    """What deduplication and leakage compare: the text, or the conversation's turns."""
+def key_text(text: str | None, messages: list[dict] | None, answers: dict | None = None) -> str:
+    """What deduplication compares: the text, or the conversation's turns (and a preference row's answers,
+    each named); without `answers`, what the leakage check compares."""
     if messages is None:
         return text or ""
-    return "\n".join(f"{m['role']}: {m['content']}" for m in messages)
+    turns = "\n".join(f"{m['role']}: {m['content']}" for m in messages)
+    if not answers:
+        return turns
+    return turns + "".join(f"\n{name}: {answer}" for name, answer in answers.items())
 
 
 def detect(paths: list[Path], options: ReadOptions, spec: Spec) -> str:
@@ -116,6 +146,8 @@ def detect(paths: list[Path], options: ReadOptions, spec: Spec) -> str:
         return spec.format
     head = islice(iter_records(paths[0], options), 200)
     readable = [formats.rename(r, spec.fields) for r, _, problem in head if problem is None]
+    if spec.kind == "preference":
+        return preference.detect(readable, paths[0]) if readable else "pairs"
     if not readable:
         return "text"  # nothing readable: every record is reported as bad anyway
     return formats.detect_format(readable, paths[0])
@@ -132,7 +164,14 @@ def _text_only(*values: str | None) -> None:
 
 
 def _convert(record: dict, where: str, spec: Spec, fmt: str) -> tuple:
-    """(text, messages, label, group) of one record, or formats.Bad."""
+    """(text, messages, label, group, answers) of one record, or formats.Bad."""
+    if spec.kind == "preference":
+        record = formats.rename(record, spec.fields)
+        pair = preference.read(fmt, record)
+        _text_only(*pair.answers, *(m["content"] for m in pair.prompt))
+        answers = {name: getattr(pair, name) for name in ANSWERS if getattr(pair, name) is not None}
+        label = None if pair.desirable is None else str(pair.desirable).lower()
+        return None, pair.prompt, label, _group(record, spec), answers
     if spec.kind == "labelled":
         text, raw, group = formats.labelled(record, spec.text_column, spec.label_column, spec.group_column)
         label = normalise_label(str(raw), spec.label_case)
@@ -141,22 +180,29 @@ def _convert(record: dict, where: str, spec: Spec, fmt: str) -> tuple:
         if spec.labels is not None and label not in spec.labels:
             allowed = ", ".join(sorted(spec.labels))
             raise formats.Bad(f"unknown label '{label}' (allowed: {allowed}; data.labels)")
-        return text, None, label, group
+        return text, None, label, group, None
     record = formats.rename(record, spec.fields)
     example = formats.to_example(fmt, record, spec.fields, where)
-    group = None
-    if spec.group_column is not None:
-        if record.get(spec.group_column) in (None, ""):
-            raise formats.Bad(f"missing field '{spec.group_column}' (data.group_column)")
-        group = str(record[spec.group_column])
+    group = _group(record, spec)
     _text_only(example.text, group, *(m["content"] for m in example.messages or ()))
-    return example.text, example.messages, None, group
+    return example.text, example.messages, None, group, None
 
 
-def _transform(value: str | None, messages: list[dict] | None, fn) -> tuple[str | None, list[dict] | None]:
+def _group(record: dict, spec: Spec) -> str | None:
+    if spec.group_column is None:
+        return None
+    if record.get(spec.group_column) in (None, ""):
+        raise formats.Bad(f"missing field '{spec.group_column}' (data.group_column)")
+    return str(record[spec.group_column])
+
+
+def _transform(value: str | None, messages: list[dict] | None, answers: dict | None, fn):
+    """The row's texts through `fn`: the text, each turn of the messages, each answer."""
+    if answers is not None:
+        answers = {name: fn(answer) for name, answer in answers.items()}
     if messages is None:
-        return fn(value), None
-    return None, [{**m, "content": fn(m["content"])} for m in messages]
+        return fn(value), None, answers
+    return None, [{**m, "content": fn(m["content"])} for m in messages], answers
 
 
 def _each(rows: list[tuple], fn, step: str, reason: str, tally: Tally) -> list[tuple]:
@@ -164,15 +210,17 @@ def _each(rows: list[tuple], fn, step: str, reason: str, tally: Tally) -> list[t
     empty or None is dropped and counted under `reason`."""
     start = time.perf_counter()
     kept = []
-    for where, text, messages, label, group in rows:
-        text, messages = _transform(text, messages, fn)
-        if (messages is None and not text) or (
-            messages is not None and not all(m["content"] for m in messages)
+    for where, text, messages, label, group, answers in rows:
+        text, messages, answers = _transform(text, messages, answers, fn)
+        if (
+            (messages is None and not text)
+            or (messages is not None and not all(m["content"] for m in messages))
+            or (answers is not None and not all(answers.values()))
         ):
             tally.dropped[step] += 1
             tally.reasons[reason] += 1
             continue
-        kept.append((where, text, messages, label, group))
+        kept.append((where, text, messages, label, group, answers))
     tally.seconds[step] += time.perf_counter() - start
     return kept
 
@@ -195,7 +243,7 @@ def _process(batch: list[tuple], steps: Steps, tally: Tally) -> dict[str, list]:
         rows = _each(rows, scrub, "pii", "private data (data.pii.action = drop)", tally)
         tally.pii_texts += len(found)
     start = time.perf_counter()
-    keys = [key_text(text, messages) for _, text, messages, _, _ in rows]
+    keys = [key_text(text, messages, answers) for _, text, messages, _, _, answers in rows]
     chars = [len(k) for k in keys]
     tokens = [-1] * len(rows)
     if steps.tokenizer is not None and rows:
@@ -219,16 +267,25 @@ def _process(batch: list[tuple], steps: Steps, tally: Tally) -> dict[str, list]:
     tally.seconds["length"] += time.perf_counter() - start
     start = time.perf_counter()
     hashes = exact_hashes([keys[i] for i in keep])
-    tally.seconds["hash"] += time.perf_counter() - start
     kept = [rows[i] for i in keep]
+    leak = hashes
+    if any(row[5] is not None for row in kept):  # preference rows: what may not recur is the prompt,
+        leak = exact_hashes([key_text(row[1], row[2]) for row in kept])  # and pairs of one prompt are
+        kept = [  # kept together in splits (a group of their own unless data.group_column gives one)
+            (*row[:4], row[4] if row[4] is not None else f"prompt:{int(h):016x}", row[5])
+            for row, h in zip(kept, leak, strict=True)
+        ]
+    tally.seconds["hash"] += time.perf_counter() - start
     return {
         "where": [r[0] for r in kept],
         "text": [r[1] for r in kept],
         "messages": [None if r[2] is None else json.dumps(r[2], ensure_ascii=False) for r in kept],
+        **{name: [(r[5] or {}).get(name) for r in kept] for name in ANSWERS},
         "label": [r[3] for r in kept],
         "group": [r[4] for r in kept],
         "origin": ["file"] * len(kept),
         "hash": hashes,
+        "leak": leak,
         "chars": [chars[i] for i in keep],
         "tokens": [tokens[i] for i in keep],
     }
@@ -310,19 +367,23 @@ class Scratch:
         return Dataset.from_file(str(out), in_memory=False)
 
 
-OUTPUT_KEYS = ("text", "label", "group", "where", "origin", "fold", "weight")
+OUTPUT_KEYS = ("text", *ANSWERS, "label", "group", "where", "origin", "fold", "weight")
 
 
 def write_jsonl(rows: Dataset, path: Path) -> None:
-    """Prepared rows as JSONL a batch at a time (bounded memory): a conversation as its messages, and
-    the row's other set fields; such a file reads back as training data."""
+    """Prepared rows as JSONL a batch at a time (bounded memory): a conversation as its messages (a
+    preference row's prompt as `prompt`, its unpaired label as a boolean), and the row's other set fields;
+    such a file reads back as training data."""
     with open(path, "w", encoding="utf-8") as handle:
         for batch in rows.iter(batch_size=10_000):
             for values in zip(*batch.values(), strict=True):
                 row = dict(zip(batch, values, strict=True))
                 out = {k: row[k] for k in OUTPUT_KEYS if row.get(k) is not None}
                 if row.get("messages"):
-                    out = {"messages": json.loads(row["messages"]), **out}
+                    preference = any(row.get(name) is not None for name in ANSWERS)
+                    out = {("prompt" if preference else "messages"): json.loads(row["messages"]), **out}
+                    if row.get("completion") is not None:
+                        out["label"] = row["label"] == "true"
                 handle.write(json.dumps(out, ensure_ascii=False) + "\n")
 
 
@@ -332,11 +393,12 @@ def to_example(row: dict) -> formats.Example:
     return formats.Example(messages, row["text"], row["where"])
 
 
-def hashes(rows: Dataset) -> np.ndarray:
-    """The rows' dedup hashes (respecting a selection: `rows.data` would be the whole table)."""
+def hashes(rows: Dataset, name: str = "hash") -> np.ndarray:
+    """The rows' dedup hashes, or with name="leak" their leakage hashes (respecting a selection:
+    `rows.data` would be the whole table)."""
     if not len(rows):
         return np.zeros(0, dtype=np.uint64)
-    return column(rows, "hash").astype(np.uint64, copy=False)
+    return column(rows, name).astype(np.uint64, copy=False)
 
 
 def values(rows: Dataset, name: str) -> list:
@@ -349,16 +411,18 @@ def column(rows: Dataset, name: str) -> np.ndarray:
     return rows.with_format("arrow")[name].to_numpy()
 
 
-def keys(rows: Dataset):
-    """What near-duplicate detection and leakage compare, per row: the text column as Arrow (no Python
-    object per row; dedup normalises it) when rows are texts, else each conversation's turns."""
+def keys(rows: Dataset, leak: bool = False):
+    """What near-duplicate detection (and with `leak`, the leakage check) compares, per row: the text
+    column as Arrow (no Python object per row; dedup normalises it) when rows are texts, else each
+    conversation's turns (a preference row's answers too, but not for the leakage check)."""
     arrow = rows.with_format("arrow")
     if arrow["messages"].null_count == len(rows):
         return arrow["text"].combine_chunks()  # a selection comes back in many small chunks
-    return [row_key(row) for row in rows]
+    return [row_key(row, leak) for row in rows]
 
 
-def row_key(row: dict) -> str:
+def row_key(row: dict, leak: bool = False) -> str:
     """The dedup key text of a stored row (messages are JSON in the Arrow file)."""
     messages = json.loads(row["messages"]) if row.get("messages") else None
-    return dedup_key(key_text(row.get("text"), messages))
+    answers = None if leak else {name: row[name] for name in ANSWERS if row.get(name) is not None}
+    return dedup_key(key_text(row.get("text"), messages, answers))

@@ -20,7 +20,12 @@ from lmtune.evaluate.report import metrics_table
 from lmtune.page import STYLE, png, subplots, table
 
 # what a comparison shows when --metrics is not given
-DEFAULT_METRICS = {"classify": ["accuracy", "f1_macro"], "lm": ["perplexity"], "generate": ["rougeL"]}
+DEFAULT_METRICS = {
+    "classify": ["accuracy", "f1_macro"],
+    "lm": ["perplexity"],
+    "generate": ["rougeL"],
+    "preference": ["preference_accuracy", "reward_margin"],
+}
 
 
 @dataclass

@@ -40,8 +40,15 @@ SPIKE_MIN_RISE = 0.5
 # near-zero norms jumping tenfold are still small)
 GRAD_SPIKE_FACTOR = 10.0
 MIN_TRAIN_LOGS = 4  # fewer training logs and a trend is not judged
+# preference tuning (TRL's logs/chosen, rewards/margins): the chosen answers' log-probability falling by
+# more than this (nats per answer, smoothed) while the margin grows is likelihood displacement: the
+# policy pushes both answers down, the rejected one faster (a known DPO failure at high learning rates)
+DISPLACEMENT_NATS = 5.0
+# ... and a training loss below this (smoothed) means the pairs are separated with a huge margin:
+# the loss gives no more signal and the policy drifts (also a sign of too high a learning rate)
+COLLAPSED_LOSS = 0.01
 
-Kind = Literal["overfitting", "underfitting", "instability", "diverged"]
+Kind = Literal["overfitting", "underfitting", "instability", "diverged", "preference"]
 
 
 @dataclass(frozen=True)
@@ -247,6 +254,39 @@ def _instability(train, grads) -> tuple[Finding | None, str]:
 # ------------------------------------------------------------------------------------- public
 
 
+def _preference(train, history: list[dict]) -> tuple[Finding | None, str]:
+    """Likelihood displacement and a collapsed loss, from TRL's preference logs; nothing otherwise."""
+    chosen, margins = _finite(_series(history, "logps/chosen")), _finite(_series(history, "rewards/margins"))
+    if len(chosen) < MIN_TRAIN_LOGS or len(margins) < MIN_TRAIN_LOGS:
+        return None, ""
+    start, end = mean(v for _, v in chosen[:SMOOTH]), _tail_mean(chosen)
+    m_start, m_end = mean(v for _, v in margins[:SMOOTH]), _tail_mean(margins)
+    fix = "lower training.learning_rate (e.g. 5x) or raise preference.beta"
+    if start - end > DISPLACEMENT_NATS and m_end > m_start:
+        return (
+            Finding(
+                "preference",
+                f"the chosen answers' log-probability fell from {_f(start)} to {_f(end)} while the margin grew "
+                f"from {_f(m_start)} to {_f(m_end)}: both answers are pushed down (likelihood displacement)",
+                fix,
+            ),
+            "",
+        )
+    if len(train) >= MIN_TRAIN_LOGS and (loss := _tail_mean(train)) < COLLAPSED_LOSS:
+        return (
+            Finding(
+                "preference",
+                f"training loss collapsed to {_f(loss)}: every pair is separated, no signal left",
+                fix,
+            ),
+            "",
+        )
+    return None, (
+        f"preference: chosen log-probability {_f(start)} → {_f(end)}, margin {_f(m_start)} → {_f(m_end)} "
+        f"(no displacement beyond {DISPLACEMENT_NATS:g} nats, loss not collapsed)"
+    )
+
+
 def check(
     history: list[dict], *, metric: str, greater_is_better: bool, n_classes: int | None = None
 ) -> Diagnosis:
@@ -265,6 +305,7 @@ def check(
             _overfitting(train_ok, evals_ok, metric, greater_is_better, history),
             _underfitting(train_ok, n_classes),
             _instability(train, grads),
+            _preference(train_ok, history),
         ]
     for finding, note in results:
         if finding is not None:

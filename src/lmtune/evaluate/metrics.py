@@ -543,13 +543,20 @@ def paired(
         "ci": stats.percentile_ci(differences) or [vb - va, vb - va],
         "n": n,
     }
-    if name == "accuracy":
-        test = stats.mcnemar(data_a["y_pred"] == data_a["y_true"], data_b["y_pred"] == data_b["y_true"])
+    if name in ("accuracy", "preference_accuracy"):  # right or wrong per example: McNemar
+        test = stats.mcnemar(_right(data_a), _right(data_b))
         result.update(p_value=test["p_value"], test="mcnemar", mcnemar=test)
     else:
         result.update(p_value=stats.bootstrap_p(differences, vb - va), test="paired bootstrap")
     result["significant"] = bool(result["p_value"] < SIGNIFICANCE)
     return result
+
+
+def _right(data: dict) -> np.ndarray:
+    """Which examples a model got right: its label, or its preference (chosen above rejected)."""
+    if "y_pred" in data:
+        return data["y_pred"] == data["y_true"]
+    return data["columns"]["correct"][:, 0] > 0.5
 
 
 def _difference(data_a: dict, data_b: dict, name: str, idx: np.ndarray) -> np.ndarray:

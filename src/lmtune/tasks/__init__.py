@@ -51,6 +51,14 @@ TASKS: dict[str, Task] = {
         scores=("generate", "lm"),
         columns=_GENERATIVE_COLUMNS,
     ),
+    "preference": Task(
+        "lmtune.tasks.preference",
+        rows="preference",
+        metrics=("loss",),
+        baselines=("base",),
+        scores=("preference",),
+        columns=("preference_accuracy", "implicit_reward_accuracy", "reward_margin", "stop_rate"),
+    ),
 }
 
 

@@ -1,0 +1,243 @@
+"""Preference tuning end to end on a tiny random-init decoder: DPO and IPO with LoRA, KTO, the run's
+scores, report, predictions, and starting from a finished SFT run."""
+
+from __future__ import annotations
+
+import json
+import random
+
+import numpy as np
+import pytest
+from conftest import CAPITALS, capital_records, tiny_sft_config
+
+from lmtune.cli import main
+from lmtune.config import validate
+from lmtune.models.load import load_generative
+from lmtune.runs import open_run
+from lmtune.tasks import preference, sft
+from lmtune.tasks.contract import Predictor
+
+WRONG = {
+    country: other for country, other in zip(CAPITALS, [*list(CAPITALS.values())[1:], "Paris"], strict=True)
+}
+
+
+def capital_pairs(n: int, seed: int = 0) -> list[dict]:
+    """The right capital is chosen, a wrong one rejected: what a tiny model learns to prefer."""
+    rng = random.Random(seed)
+    rows = []
+    for i in range(n):  # distinct prompts: pairs of one prompt would share a split
+        country = rng.choice(list(CAPITALS))
+        rows.append(
+            {
+                "prompt": f"Question {i}: what is the capital of {country}?",
+                "chosen": CAPITALS[country],
+                "rejected": WRONG[country],
+            }
+        )
+    return rows
+
+
+def preference_config(model_dir, data_path, out, **sections) -> dict:
+    raw = {
+        "task": "preference",
+        "model": {"name": str(model_dir), "max_length": 64},
+        "data": {"train": str(data_path), "dedup": {"exact": False}, "leakage": {"check": False}},
+        # a random-init model learns a preference fast only when every weight moves and beta is large
+        "method": {"name": "full"},
+        "training": {"epochs": 3, "batch_size": 8, "learning_rate": 1e-2, "logging_steps": 5},
+        "preference": {"loss": "dpo", "beta": 1.0},
+        "evaluation": {"generation": {"max_new_tokens": 6, "prompts": 4}},
+        "output": {"dir": str(out), "name": "run"},
+    }
+    for section, values in sections.items():
+        raw.setdefault(section, {}).update(values)
+    return raw
+
+
+def run(raw: dict):
+    config = validate(raw, "test")
+    prepared = preference.prepare(config)
+    with open_run(config) as run_dir:
+        metrics = preference.train(config, prepared, run_dir)
+    return config, metrics
+
+
+@pytest.fixture
+def pairs_file(tmp_path):
+    path = tmp_path / "pairs.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in capital_pairs(160)))
+    return path
+
+
+def test_dpo_learns_to_prefer_the_chosen_answers(tiny_generative_dir, pairs_file, tmp_path):
+    model_dir = tiny_generative_dir("llama")
+    config, metrics = run(preference_config(model_dir, pairs_file, tmp_path / "runs"))
+    base, tuned = metrics["test"]["base"], metrics["test"]["tuned"]
+    assert tuned["preference_accuracy"] > base["preference_accuracy"] + 0.3
+    assert tuned["preference_accuracy"] >= 0.75 and tuned["ci"]["preference_accuracy"][0] > 0.5
+    assert tuned["reward_margin"] > base["reward_margin"] + 1
+    assert tuned["rejected_logp_per_token"] < base["rejected_logp_per_token"]
+    assert tuned["implicit_reward_accuracy"] >= 0.9 and base["implicit_reward_accuracy"] is None
+    assert 0 <= tuned["stop_rate"] <= 1 and tuned["answer_tokens"] > 0
+    run_dir = tmp_path / "runs" / "run"
+    history = json.loads((run_dir / "history.json").read_text())
+    assert any("rewards/margins" in h for h in history)  # TRL's curves reach the run's logs
+    report = (run_dir / "report.html").read_text()
+    assert "Held-out pairs: before and after" in report and "Sample answers" in report
+    assert "Preference training curves" in report and report.count("data:image/png") >= 2
+    saved = json.loads((run_dir / "model" / "lmtune_model.json").read_text())
+    assert saved["template"] == "tokenizer" and saved["stop"]["token_ids"] == [2]
+    again = preference.evaluate(run_dir)  # its own held-out pairs, from data/test.jsonl
+    assert again["preference_accuracy"] == pytest.approx(tuned["preference_accuracy"])
+    answers = Predictor.open(run_dir).predict(["Question 7: what is the capital of Spain?"])
+    assert isinstance(answers[0]["answer"], str) and "stopped" in answers[0]
+    assert main(["compare", str(run_dir), "--out", str(tmp_path / "cmp")]) == 0  # tuned vs its base, paired
+    summary = json.loads((tmp_path / "cmp" / "compare.json").read_text())
+    tests = {t["metric"]: t for t in summary["tests"]}
+    accuracy = tests["preference_accuracy"]  # the base against the run (the reference): far behind
+    assert accuracy["test"] == "mcnemar" and accuracy["difference"] < -0.3 and accuracy["significant"]
+    assert main(["export", str(run_dir), "--merge", str(tmp_path / "merged")]) == 0
+    assert (tmp_path / "merged" / "config.json").is_file()
+
+
+def test_kto_learns_from_unpaired_answers_and_the_cli_trains_a_preference_run(
+    tiny_generative_dir, tmp_path, capsys
+):
+    import yaml
+
+    rows = []
+    for pair in capital_pairs(120, seed=1):
+        rows.append({"prompt": pair["prompt"], "completion": pair["chosen"], "label": True})
+        rows.append({"prompt": pair["prompt"] + " ", "completion": pair["rejected"], "label": False})
+    path = tmp_path / "kto.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    raw = preference_config(
+        tiny_generative_dir("llama"),
+        path,
+        tmp_path / "runs",
+        preference={"loss": "kto"},
+        training={"epochs": 2},
+    )
+    (tmp_path / "kto.yaml").write_text(yaml.safe_dump(raw))
+    assert main(["train", str(tmp_path / "kto.yaml")]) == 0
+    out = capsys.readouterr().out
+    assert "run directory:" in out
+    metrics = json.loads((tmp_path / "runs" / "run" / "metrics.json").read_text())
+    assert metrics["loss"] == "kto" and metrics["steps"] > 0 and metrics["test"] == {}
+    history = json.loads((tmp_path / "runs" / "run" / "history.json").read_text())
+    assert any("kl" in h for h in history)  # KTO's own logs
+    raw["preference"]["loss"] = "dpo"
+    raw["output"]["name"] = "wrong"
+    (tmp_path / "dpo.yaml").write_text(yaml.safe_dump(raw))
+    assert main(["train", str(tmp_path / "dpo.yaml")]) == 2
+    err = capsys.readouterr().err
+    assert (
+        "preference.loss = 'dpo' cannot train on unpaired answers (prompt, completion, label); use preference.loss: kto"
+        in err
+    )
+    assert not (tmp_path / "runs" / "wrong").exists()
+
+
+def test_over_long_pairs_are_bad_records_named_by_line(tiny_generative_dir, tmp_path):
+    from lmtune.errors import LmtuneError
+
+    rows = capital_pairs(60)
+    rows[4]["chosen"] = "word " * 200
+    path = tmp_path / "long.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    config = validate(preference_config(tiny_generative_dir("llama"), path, tmp_path / "runs"), "test")
+    with pytest.raises(
+        LmtuneError,
+        match=r"long\.jsonl:5: prompt \+ answer is \d+ tokens after templating, longer than model\.max_length = 64",
+    ):
+        preference.prepare(config)
+    skip = validate(
+        preference_config(tiny_generative_dir("llama"), path, tmp_path / "runs", data={"on_error": "skip"}),
+        "test",
+    )
+    prepared = preference.prepare(skip)
+    assert [where for where, _ in prepared.report["skipped"]] == [f"{path}:5"]
+
+
+def test_sft_then_ipo_keeps_the_sft_runs_weights_template_and_end_of_turn(
+    tiny_generative_dir, pairs_file, tmp_path
+):
+    """Two commands: an SFT run, then preference tuning with model.name = that run (its weights, chat
+    template and end-of-turn kept)."""
+    model_dir = tiny_generative_dir("llama")
+    data = tmp_path / "capitals.json"
+    data.write_text(json.dumps(capital_records(160)))
+    raw = tiny_sft_config(
+        model_dir,
+        data,
+        tmp_path / "runs",
+        training={"eval_every": None},
+        output={"name": "sft"},
+    )
+    config = validate(raw, "test")
+    with open_run(config) as run_dir:
+        sft_metrics = sft.train(config, sft.prepare(config), run_dir)
+    sft_dir = tmp_path / "runs" / "sft"
+    raw = preference_config(
+        sft_dir,
+        pairs_file,
+        tmp_path / "runs",
+        preference={"loss": "ipo", "beta": 0.5},
+        training={"epochs": 1, "learning_rate": 1e-3},
+        output={"name": "ipo"},
+    )
+    config = validate(raw, "test")
+    prepared = preference.prepare(config)
+    untuned = preference.log_probs(
+        config, load_generative(model_dir), prepared.tokenizer, prepared.splits["test"], "x"
+    )
+    untuned_accuracy = np.mean(np.array(untuned["chosen_logp"]) > np.array(untuned["rejected_logp"]))
+    with open_run(config) as run_dir:
+        metrics = preference.train(config, prepared, run_dir)
+    base, tuned = metrics["test"]["base"], metrics["test"]["tuned"]
+    # the "base" of this run is the SFT model: it prefers the right capitals far more than the untuned one
+    print(
+        untuned_accuracy,
+        base["preference_accuracy"],
+        tuned["preference_accuracy"],
+        sft_metrics["test"]["tuned"]["exact_match"],
+    )
+    assert base["preference_accuracy"] > untuned_accuracy + 0.2
+    assert tuned["preference_accuracy"] >= base["preference_accuracy"]
+    saved = json.loads((tmp_path / "runs" / "ipo" / "model" / "lmtune_model.json").read_text())
+    before = json.loads((sft_dir / "model" / "lmtune_model.json").read_text())
+    assert saved["stop"] == before["stop"] and saved["template"] == "tokenizer"
+    assert saved["started_from"] == str(sft_dir) and metrics["loss"] == "ipo"
+    answers = Predictor.open(tmp_path / "runs" / "ipo").predict(["What is the capital of Japan?"])
+    assert answers[0]["stopped"] and answers[0]["answer"] == "Tokyo"
+
+
+def test_an_adapter_sft_run_starts_as_its_merged_model(tiny_generative_dir, tmp_path):
+    import torch
+
+    from lmtune.tasks import generative
+
+    data = tmp_path / "capitals.json"
+    data.write_text(json.dumps(capital_records(40)))
+    raw = tiny_sft_config(
+        tiny_generative_dir("llama"),
+        data,
+        tmp_path / "runs",
+        method={"name": "lora", "lora": {"r": 4, "alpha": 8, "dropout": 0.0}},
+        training={"epochs": 1, "eval_every": None},
+        evaluation={"baselines": [], "generation": {"prompts": 0}},
+    )
+    config = validate(raw, "test")
+    with open_run(config) as run_dir:
+        sft.train(config, sft.prepare(config), run_dir)
+    sft_dir = tmp_path / "runs" / "run"
+    pref = validate(preference_config(sft_dir, data, tmp_path / "runs"), "test")
+    path, start = preference._start(pref)
+    assert path == sft_dir and start["adapter"]
+    merged = preference._load_start(pref, path, start)
+    assert not hasattr(merged, "peft_config")  # a plain model: a new method goes on top of it
+    ids = torch.tensor([[1, 5, 9, 42, 7]])
+    with torch.no_grad():
+        expected = generative.load(sft_dir).model.eval()(input_ids=ids).logits
+        assert torch.allclose(merged.eval()(input_ids=ids).logits, expected, atol=1e-4)
