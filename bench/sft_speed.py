@@ -30,10 +30,8 @@ import math
 import os
 import random
 import shutil
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +40,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 import yaml  # noqa: E402
+from sides import lmtune_side, trl_side, verdicts  # noqa: E402
 from transformers import AutoModelForCausalLM, AutoTokenizer  # noqa: E402
 
 from lmtune.assets import resolve_model  # noqa: E402
@@ -177,60 +176,22 @@ def trl_settings(args: argparse.Namespace, steps: int, no_gc: bool = False) -> d
     return settings | ({"gradient_checkpointing": False} if no_gc else {})
 
 
-def busy_seconds() -> float:
-    """CPU seconds used by all processes since boot (Linux /proc/stat; 0 where it is missing)."""
-    stat = Path("/proc/stat")
-    if not stat.is_file():
-        return 0.0
-    user, nice, system, _idle, _iowait, irq, softirq = map(int, stat.read_text().split()[1:8])
-    return (user + nice + system + irq + softirq) / os.sysconf("SC_CLK_TCK")
-
-
-def run_child(cmd: list[str], log: Path) -> dict[str, Any]:
-    """Run one side; its exit code, its own peak RSS (wait4, not RUSAGE_CHILDREN) and the cores other
-    processes kept busy meanwhile (the machine's busy time less the side's own CPU time, per second)."""
-    started, busy = time.perf_counter(), busy_seconds()
-    with open(log, "w") as out:
-        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT)
-        _, status, usage = os.wait4(proc.pid, 0)
-    others = busy_seconds() - busy - usage.ru_utime - usage.ru_stime
-    return {
-        "code": os.waitstatus_to_exitcode(status),
-        "peak_rss_mib": usage.ru_maxrss / 1024,
-        "others_cores": max(0.0, others) / (time.perf_counter() - started),
-    }
-
-
 def run_side(side: str, args: argparse.Namespace, work: Path, model_path: str, steps: int) -> dict[str, Any]:
-    folder = work / side
-    folder.mkdir()
     if side == "lmtune":
         cmd, run_dir = lmtune_command(args, work, steps)
-    else:
-        spec = {
-            "model_path": model_path,
-            "train": str(work / "train.json"),
-            "out": str(folder / "out"),
-            "adapter": str(folder / "adapter"),
-            "result": str(folder / "result.json"),
-            "sft": trl_settings(args, steps, no_gc=side == "trl-no-gc"),
-            "lora": LORA,
+        out, metrics = lmtune_side(work / side, cmd, run_dir)
+        return out | {
+            "train_runtime_s": metrics["train_runtime_s"],
+            "steps": metrics["steps"],
+            "lmtune_train_tokens": metrics["train_tokens"],
         }
-        (folder / "spec.json").write_text(json.dumps(spec))
-        cmd = [sys.executable, str(Path(__file__).resolve()), "--trl-worker", str(folder / "spec.json")]
-    out = run_child(cmd, folder / "log.txt")
-    if (code := out.pop("code")) != 0:
-        tail = (folder / "log.txt").read_text(errors="replace")[-3000:]
-        raise SystemExit(f"{side} failed (exit {code}); log {folder / 'log.txt'}:\n{tail}")
-    if side != "lmtune":
-        return out | json.loads((folder / "result.json").read_text()) | {"adapter": str(folder / "adapter")}
-    metrics = json.loads((run_dir / "metrics.json").read_text())
-    return out | {
-        "train_runtime_s": metrics["train_runtime_s"],
-        "steps": metrics["steps"],
-        "lmtune_train_tokens": metrics["train_tokens"],
-        "adapter": str(run_dir / "model"),
+    spec = {
+        "model_path": model_path,
+        "train": str(work / "train.json"),
+        "sft": trl_settings(args, steps, no_gc=side == "trl-no-gc"),
+        "lora": LORA,
     }
+    return trl_side(side, work / side, Path(__file__).resolve(), spec)
 
 
 # ------------------------------------------------------------------------------- comparing
@@ -293,21 +254,7 @@ def report(results: dict[str, dict[str, Any]], base_loss: float) -> str:
     lines.append(
         f"{'base':<10} | {'':>8} | {'':>8} | {'':>12} | {base_loss:>9.4f} | (untuned, for reference)"
     )
-    for side in (side for side, r in results.items() if r["others_cores"] > 0.15):
-        lines.append(f"WARNING: other processes kept cores busy during {side}: its timing is not comparable")
-    if "trl-no-gc" in results:
-        lines.append(
-            "trl-no-gc: TRL with gradient_checkpointing=False, NOT its default (a diagnostic variant)"
-        )
-    lines.append("")
-    for peer in ("trl", "trl-no-gc"):
-        if "lmtune" in results and peer in results:
-            a, b = results["lmtune"], results[peer]
-            lines.append(
-                f"lmtune / {peer}: tokens/s {a['tokens_per_s'] / b['tokens_per_s']:.2f}x, "
-                f"peak RSS {a['peak_rss_mib'] / b['peak_rss_mib']:.2f}x; "
-                f"eval loss lmtune - {peer} = {a['eval_loss'] - b['eval_loss']:+.4f}"
-            )
+    lines += verdicts(results, "eval loss", "eval_loss", 4)
     return "\n".join(lines)
 
 
