@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from conftest import CAPITALS, capital_records, tiny_sft_config
 
+from lmtune.chat import chat
 from lmtune.cli import main
 from lmtune.config import validate
 from lmtune.models.load import load_generative
@@ -92,6 +93,8 @@ def test_dpo_learns_to_prefer_the_chosen_answers(tiny_generative_dir, pairs_file
     assert again["preference_accuracy"] == pytest.approx(tuned["preference_accuracy"])
     answers = Predictor.open(run_dir).predict(["Question 7: what is the capital of Spain?"])
     assert isinstance(answers[0]["answer"], str) and "stopped" in answers[0]
+    turns = iter(["Question 3: what is the capital of Peru?", "/exit"])
+    assert chat(run_dir, read=lambda prompt: next(turns)) == 0  # a preference run chats like an SFT one
     assert main(["compare", str(run_dir), "--out", str(tmp_path / "cmp")]) == 0  # tuned vs its base, paired
     summary = json.loads((tmp_path / "cmp" / "compare.json").read_text())
     tests = {t["metric"]: t for t in summary["tests"]}
@@ -241,3 +244,23 @@ def test_an_adapter_sft_run_starts_as_its_merged_model(tiny_generative_dir, tmp_
     with torch.no_grad():
         expected = generative.load(sft_dir).model.eval()(input_ids=ids).logits
         assert torch.allclose(merged.eval()(input_ids=ids).logits, expected, atol=1e-4)
+
+
+@pytest.mark.parametrize("loss", ["simpo", "orpo"])
+def test_reference_free_losses_train_through_the_shimmed_experimental_trainers(
+    tiny_generative_dir, pairs_file, tmp_path, loss
+):
+    raw = preference_config(
+        tiny_generative_dir("llama"),
+        pairs_file,
+        tmp_path / "runs",
+        preference={"loss": loss, "beta": 1.0},
+        training={"epochs": 2},
+        evaluation={"generation": {"max_new_tokens": 4, "prompts": 2}},
+    )
+    _, metrics = run(raw)
+    base, tuned = metrics["test"]["base"], metrics["test"]["tuned"]
+    assert metrics["loss"] == loss and metrics["steps"] > 0
+    assert tuned["preference_accuracy"] > base["preference_accuracy"]
+    report = (tmp_path / "runs" / "run" / "report.html").read_text()
+    assert "none (this loss needs no reference model)" in report

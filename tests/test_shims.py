@@ -32,3 +32,15 @@ def test_sacrebleu_corpus_score_is_the_score_of_summed_sentence_statistics(score
     summed = [int(sum(column)) for column in zip(*rows, strict=True)]
     corpus = scorer.corpus_score(predictions, [references]).score
     assert shims.sacrebleu_score_from_statistics(scorer, summed) == pytest.approx(corpus, abs=1e-9)
+
+
+def test_trl_experimental_trainers_are_where_the_shim_imports_them():
+    """SimPO (CPOTrainer, loss_type "simpo", cpo_alpha) and ORPO live under trl.experimental in TRL 1.16."""
+    import dataclasses
+
+    for name in ("cpo", "orpo"):
+        config, trainer = shims.trl_experimental(name)
+        fields = {f.name for f in dataclasses.fields(config)}
+        assert {"beta", "max_length", "disable_dropout"} <= fields and callable(trainer)
+    cpo, _ = shims.trl_experimental("cpo")
+    assert {"loss_type", "cpo_alpha", "simpo_gamma"} <= {f.name for f in dataclasses.fields(cpo)}

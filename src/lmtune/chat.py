@@ -15,13 +15,13 @@ HELP = "/reset starts a new conversation, /exit (or Ctrl-D) quits"
 
 
 def chat(run_dir: Path, *, max_new_tokens: int | None = None, read: Callable[[str], str] = input) -> int:
+    from lmtune.tasks import TASKS
     from lmtune.tasks.contract import Predictor
 
     task = read_run(run_dir)["task"]
-    if task not in ("sft", "seq2seq"):
-        raise LmtuneError(
-            f"chat: {run_dir} is a {task} run; chat needs a generative run (task sft or seq2seq)"
-        )
+    if TASKS[task].rows == "labelled":
+        generative = ", ".join(name for name, t in TASKS.items() if t.rows != "labelled")
+        raise LmtuneError(f"chat: {run_dir} is a {task} run; chat needs a generative run (task {generative})")
     run = Predictor.open(run_dir)
     if max_new_tokens:
         run.config.evaluation.generation.max_new_tokens = max_new_tokens

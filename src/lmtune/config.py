@@ -405,11 +405,12 @@ class EvaluationConfig(Section):
 class PreferenceConfig(Section):
     """task: preference — tuning on answers people preferred (TRL's DPOTrainer / KTOTrainer)."""
 
-    loss: Literal["dpo", "ipo", "kto"] = Field(
+    loss: Literal["dpo", "ipo", "simpo", "orpo", "kto"] = Field(
         "dpo",
         description="dpo: the sigmoid loss on the policy's log-ratio margin over the reference; ipo: its "
-        "squared form (Azar et al.), less prone to overfit deterministic preferences; kto: unpaired answers "
-        "labelled desirable or not",
+        "squared form (Azar et al.), less prone to overfit deterministic preferences; simpo: length-"
+        "normalised log-probability margin with a target margin, no reference model; orpo: SFT loss plus "
+        "an odds-ratio penalty, no reference model; kto: unpaired answers labelled desirable or not",
     )
     beta: float = Field(
         0.1, gt=0, le=10, description="how far from the reference the policy may move: higher = closer"
@@ -417,6 +418,7 @@ class PreferenceConfig(Section):
     label_smoothing: float = Field(
         0.0, ge=0, lt=0.5, description="dpo: the assumed share of flipped preference labels (robust DPO)"
     )
+    simpo_gamma: float = Field(0.5, ge=0, description="simpo: the target reward margin")
     desirable_weight: float = Field(1.0, gt=0, description="kto: weight of the desirable answers' loss")
     undesirable_weight: float = Field(1.0, gt=0, description="kto: weight of the undesirable answers' loss")
 

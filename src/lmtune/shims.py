@@ -32,6 +32,19 @@ def bitsandbytes_exact_cpu_path():
         bnb_modules.has_avx512bf16 = probe
 
 
+def trl_experimental(name: str):
+    """(Config, Trainer) of one of TRL's experimental trainers: "cpo" (SimPO is its loss_type "simpo")
+    or "orpo". They live under trl.experimental in TRL 1.16 and may move or change: this is the one
+    place that imports them."""
+    if name == "cpo":
+        from trl.experimental.cpo import CPOConfig, CPOTrainer
+
+        return CPOConfig, CPOTrainer
+    from trl.experimental.orpo import ORPOConfig, ORPOTrainer
+
+    return ORPOConfig, ORPOTrainer
+
+
 def sacrebleu_sentence_statistics(scorer, predictions: Sequence[str], references: Sequence[str]) -> list:
     """Per-sentence sufficient statistics (n-gram matches and totals, lengths) of a sacrebleu BLEU or
     CHRF scorer: what its corpus score sums, and what its own paired bootstrap resamples. sacrebleu

@@ -26,7 +26,7 @@ from transformers import (
 )
 from transformers.integrations import TensorBoardCallback
 
-from lmtune import faults
+from lmtune import faults, shims
 from lmtune.config import RunConfig
 from lmtune.errors import LmtuneError
 from lmtune.models.loss import Loss
@@ -268,16 +268,27 @@ def preference_trainer(
         gradient_checkpointing=False,
         max_length=config.model.max_length,
         beta=p.beta,
-        precompute_ref_log_probs=not hasattr(model, "peft_config"),
         disable_dropout=True,
         dataset_num_proc=None,
         prediction_loss_only=False,
         train_sampling_strategy="random",  # TRL's tokenized pairs have no length column to group by
     )
+    reference = {"ref_model": None}  # dpo, ipo, kto: see above; simpo and orpo need no reference
+    if p.loss in ("dpo", "ipo", "kto"):
+        settings["precompute_ref_log_probs"] = not hasattr(model, "peft_config")
     if p.loss == "kto":  # its KL term pairs each answer with its neighbours in a fixed-order batch
         settings["train_sampling_strategy"] = "sequential"
         weights = {"desirable_weight": p.desirable_weight, "undesirable_weight": p.undesirable_weight}
         args, kind = KTOConfig(**settings, **weights), KTOTrainer
+    elif p.loss == "simpo":  # CPO with the SimPO loss and no behaviour-cloning term
+        make_args, kind = shims.trl_experimental("cpo")
+        args, reference = (
+            make_args(**settings, loss_type="simpo", cpo_alpha=0.0, simpo_gamma=p.simpo_gamma),
+            {},
+        )
+    elif p.loss == "orpo":
+        make_args, kind = shims.trl_experimental("orpo")
+        args, reference = make_args(**settings), {}
     else:
         loss_type = {"dpo": "sigmoid", "ipo": "ipo"}[p.loss]
         args = DPOConfig(**settings, loss_type=[loss_type], label_smoothing=p.label_smoothing)
@@ -285,7 +296,7 @@ def preference_trainer(
     guarded = type(f"Lmtune{kind.__name__}", (Guards, kind), {})
     trainer = guarded(
         model=model,
-        ref_model=None,
+        **reference,
         args=args,
         train_dataset=train_dataset,
         eval_dataset=eval_dataset if has_validation else None,

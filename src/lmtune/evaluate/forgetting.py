@@ -38,7 +38,12 @@ from lmtune.page import png, subplots, table
 METRICS = {"perplexity": "perplexity", "probe": "probe_accuracy"}
 # kinds each task can score: an encoder classifier has no language-model head, and a seq2seq body
 # needs decoder inputs to give hidden states
-KINDS = {"classify": ("probe",), "sft": ("perplexity", "probe"), "seq2seq": ("perplexity",)}
+KINDS = {
+    "classify": ("probe",),
+    "sft": ("perplexity", "probe"),
+    "seq2seq": ("perplexity",),
+    "preference": ("perplexity", "probe"),  # a decoder, as in sft
+}
 FOLDS = 5
 
 

@@ -7,7 +7,6 @@ CLI, the search and cross-validation can name these types without loading a mode
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NotRequired, Protocol, TypedDict
@@ -111,9 +110,5 @@ def _not_generative(predictor: Predictor):
 
     return LmtuneError(
         f"{predictor.run_dir}: a {predictor.task} run answers with labels; chat and generate need a "
-        "generative run (task sft or seq2seq)"
+        "generative run (task sft, seq2seq or preference)"
     )
-
-
-def read_model_info(run_dir: Path) -> dict:
-    return json.loads((run_dir / "model" / "lmtune_model.json").read_text())

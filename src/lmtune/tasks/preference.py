@@ -1,5 +1,6 @@
-"""Preference tuning of decoder-only models on TRL's trainers: DPO and IPO (DPOTrainer), KTO (KTOTrainer)
-on the run's chat template and end-of-turn.
+"""Preference tuning of decoder-only models on TRL's trainers: DPO and IPO (DPOTrainer), KTO (KTOTrainer),
+SimPO and ORPO (TRL's experimental CPOTrainer and ORPOTrainer, through lmtune.shims), on the run's chat
+template and end-of-turn.
 
 The reference model is the policy's own base with the adapter switched off when the method is an
 adapter (TRL does this when it gets a PEFT model and no reference: no second copy in memory); a full
@@ -41,8 +42,6 @@ from lmtune.runs import MARKER, read_run
 from lmtune.tasks import components, generative, sft
 from lmtune.tasks.contract import TrainResult
 from lmtune.train import check_setup, fit, preference_trainer
-
-PAIRED = ("dpo", "ipo")  # DPOTrainer's loss types; kto trains on unpaired answers
 
 
 @dataclass
@@ -154,7 +153,11 @@ def prepare(config: RunConfig) -> Prepared:
             kind = "unpaired answers (prompt, completion, label)" if not unpaired else "pairs"
             raise LmtuneError(
                 f"{rows[0]['where']}: preference.loss = {config.preference.loss!r} cannot train on {kind}; "
-                + ("use preference.loss: kto" if not unpaired else "use preference.loss: dpo, ipo")
+                + (
+                    "use preference.loss: kto"
+                    if not unpaired
+                    else "use preference.loss: dpo, ipo, simpo, orpo"
+                )
             )
     report: dict = {"skipped": [], "data": data.report}
     splits = {name: encode_split(config, tokenizer, rows, report) for name, rows in data.splits.items()}
@@ -325,9 +328,7 @@ def train(
             "loss": f"{config.preference.loss} (beta {config.preference.beta})",
             "model": config.model.name,
             "method": f"{config.method.name} ({params[0]:,} / {params[1]:,} trainable)",
-            "reference": "the base with the adapter disabled"
-            if config.method.name != "full"
-            else "log-probabilities precomputed before training",
+            "reference": _reference(config),
             "pairs (train / validation / test)": " / ".join(str(v) for v in rows.values()),
             "steps": out["steps"],
         },
@@ -337,6 +338,14 @@ def train(
         history=history,
         metric="loss",
     )
+
+
+def _reference(config: RunConfig) -> str:
+    if config.preference.loss in ("simpo", "orpo"):
+        return "none (this loss needs no reference model)"
+    if config.method.name in ("full", "freeze", "adapter"):
+        return "the starting model's log-probabilities, precomputed before training"
+    return "the starting model: the adapter disabled"
 
 
 def _save_splits(splits: dict[str, list[Pair]], folder: Path) -> None:
