@@ -128,22 +128,19 @@ class FaultPoints(TrainerCallback):
         faults.point("checkpoint.saved")
 
 
-def training_arguments(
-    config: RunConfig, run_dir: Path, has_validation: bool, n_train: int, precision: str
-) -> TrainingArguments:
-    return TrainingArguments(**training_settings(config, run_dir, has_validation, n_train, precision))
-
-
 def training_settings(
-    config: RunConfig, run_dir: Path, has_validation: bool, n_train: int, precision: str
-) -> dict:
-    """TrainingArguments' keywords from the run config (TRL's configs take the same ones)."""
+    config: RunConfig, run_dir: Path, model, train_dataset, eval_dataset
+) -> tuple[bool, dict]:
+    """(has validation, TrainingArguments' keywords) from the run config; TRL's configs take the same ones."""
+    has_validation = eval_dataset is not None and len(eval_dataset) > 0
+    precision = resolve_precision(config.training.precision, count_parameters(model)[1])
+    n_train = len(train_dataset)
     t = config.training
     steps_per_epoch = max(1, math.ceil(n_train / (t.batch_size * t.gradient_accumulation)))
     eval_steps = t.eval_every or steps_per_epoch
     strategy = "steps" if has_validation else "no"
     metric = config.evaluation.metric
-    return dict(
+    return has_validation, dict(
         output_dir=str(run_dir / "checkpoints"),
         num_train_epochs=t.epochs,
         max_steps=t.max_steps or -1,
@@ -200,9 +197,8 @@ def build_trainer(
     classification_loss; None = the model's own). A `weight` column in the training rows reaches the
     loss as per-row weights (the Trainer would drop it as no argument of the model; then the collator
     drops `length` instead); `penalties` are added to the training loss."""
-    has_validation = eval_dataset is not None and len(eval_dataset) > 0
-    precision = resolve_precision(config.training.precision, count_parameters(model)[1])
-    args = training_arguments(config, run_dir, has_validation, len(train_dataset), precision)
+    has_validation, settings = training_settings(config, run_dir, model, train_dataset, eval_dataset)
+    args = TrainingArguments(**settings)
     if "weight" in (getattr(train_dataset, "column_names", None) or []):
         args.remove_unused_columns = False
         collator = _without(collator, "length")
@@ -261,9 +257,7 @@ def preference_trainer(
     from trl import DPOConfig, DPOTrainer, KTOConfig, KTOTrainer
 
     p = config.preference
-    has_validation = eval_dataset is not None and len(eval_dataset) > 0
-    precision = resolve_precision(config.training.precision, count_parameters(model)[1])
-    settings = training_settings(config, run_dir, has_validation, len(train_dataset), precision)
+    has_validation, settings = training_settings(config, run_dir, model, train_dataset, eval_dataset)
     settings.update(
         gradient_checkpointing=False,
         max_length=config.model.max_length,
