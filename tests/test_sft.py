@@ -122,7 +122,10 @@ def test_chunked_output_layer_gives_the_same_loss_and_gradients(tiny_generative_
     monkeypatch.setattr(loss, "CHUNK", 5)  # 3 x 16 labelled tokens in chunks of 5, recomputed in backward
     chunked, chunked_grad = loss_and_grad()
     assert chunked == pytest.approx(whole, rel=1e-5)
-    assert torch.allclose(chunked_grad, whole_grad, atol=1e-6)
+    # float32 sums in another order (chunk by chunk): equal to ~1e-6 of the gradient's scale, not bit
+    # for bit (measured 1.5e-6 relative on an AVX-512 CPU); a dropped or doubled chunk is off by ~1.
+    scale = whole_grad.abs().max()
+    assert (chunked_grad - whole_grad).abs().max() <= 1e-5 * scale
 
 
 def test_over_long_conversations_fail_or_are_skipped_and_counted(tiny_generative_dir, tmp_path):
