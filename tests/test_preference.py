@@ -46,7 +46,15 @@ def preference_config(model_dir, data_path, out, **sections) -> dict:
         "data": {"train": str(data_path), "dedup": {"exact": False}, "leakage": {"check": False}},
         # a random-init model learns a preference fast only when every weight moves and beta is large
         "method": {"name": "full"},
-        "training": {"epochs": 3, "batch_size": 8, "learning_rate": 1e-2, "logging_steps": 5},
+        # group_by_length off: here a pair's length names its country, so length-sorted batches (all 128
+        # pairs fit one of the sampler's 400-pair groups, the same batches every epoch) hold one country each
+        "training": {
+            "epochs": 3,
+            "batch_size": 8,
+            "learning_rate": 1e-2,
+            "logging_steps": 5,
+            "group_by_length": False,
+        },
         "preference": {"loss": "dpo", "beta": 1.0},
         "evaluation": {"generation": {"max_new_tokens": 6, "prompts": 4}},
         "output": {"dir": str(out), "name": "run"},

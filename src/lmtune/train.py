@@ -264,8 +264,12 @@ def preference_trainer(
         beta=p.beta,
         disable_dropout=True,
         dataset_num_proc=None,
-        prediction_loss_only=False,
-        train_sampling_strategy="random",  # TRL's tokenized pairs have no length column to group by
+        # True: TRL otherwise reruns every validation batch through the plain forward for vocabulary-sized
+        # logits nothing reads, and the Trainer gathers them all (gigabytes on a few hundred pairs)
+        prediction_loss_only=True,
+        # training.group_by_length reads the `length` the recipe gives each pair; TRL's collator reads only
+        # its own keys, so the column may stay
+        remove_unused_columns=False,
     )
     reference = {"ref_model": None}  # dpo, ipo, kto: see above; simpo and orpo need no reference
     if p.loss in ("dpo", "ipo", "kto"):

@@ -261,6 +261,8 @@ def _rows(pairs: list[Pair], unpaired: bool) -> Dataset:
             "prompt": prompts,
             "chosen": [[{"role": "assistant", "content": p.chosen}] for p in pairs],
             "rejected": [[{"role": "assistant", "content": p.rejected}] for p in pairs],
+            # the padded length of the pair in a batch: what grouping batches by length reads
+            "length": [len(p.prompt_ids) + max(len(p.chosen_ids), len(p.rejected_ids)) for p in pairs],
         }
     )
 
