@@ -75,24 +75,32 @@ def _budgeted(order: list[int], encoded: list, size: int):
 def score(config, model, tokenizer, stop: Stop, test: list, desc: str) -> dict:
     """Loss/perplexity on the test split; for chats also answers to its first prompts, scored."""
     result = heldout_loss(config, model, tokenizer.pad_token_id, test, desc)
+    answered = answer_prompts(config, model, tokenizer, stop, test, desc)
+    result["ci"].update(answered.pop("ci", {}))
+    result.update(answered)
+    return result
+
+
+def answer_prompts(config, model, tokenizer, stop: Stop, test: list, desc: str) -> dict:
+    """Answers generated to the first evaluation.generation.prompts chats of `test`, scored against
+    their references ("ci" holds the intervals), with the stop rate; empty when `test` has no chats."""
     settings = config.evaluation.generation
     chats = [e for e in test if e.prompt_ids is not None][: settings.prompts]
-    if chats:
-        answers = generate_answers(
-            model,
-            tokenizer,
-            [e.prompt_ids for e in chats],
-            stop,
-            settings,
-            precision=inference_precision(config, model),
-            attention=config.model.attn_implementation,
-            desc=f"{desc}: generate",
-        )
-        scores = generation_metrics([a["answer"] for a in answers], [e.reference for e in chats], where=desc)
-        scores.pop("n")  # answers scored: "prompts" below; "n" stays the examples the loss is over
-        result["ci"].update(scores.pop("ci"))
-        result.update(scores)
-        result["stop_rate"] = sum(a["stopped"] for a in answers) / len(answers)
-        result["prompts"] = len(answers)
-        result["answers"] = answers
-    return result
+    if not chats:
+        return {}
+    answers = generate_answers(
+        model,
+        tokenizer,
+        [e.prompt_ids for e in chats],
+        stop,
+        settings,
+        precision=inference_precision(config, model),
+        attention=config.model.attn_implementation,
+        desc=f"{desc}: generate",
+    )
+    scores = generation_metrics([a["answer"] for a in answers], [e.reference for e in chats], where=desc)
+    scores.pop("n")  # answers scored: "prompts"; a caller's "n" stays the examples its loss is over
+    scores["stop_rate"] = sum(a["stopped"] for a in answers) / len(answers)
+    scores["prompts"] = len(answers)
+    scores["answers"] = answers
+    return scores

@@ -32,7 +32,7 @@ from lmtune.data.pipeline import prepare_data
 from lmtune.data.report import data_sections
 from lmtune.errors import LmtuneError
 from lmtune.evaluate import checks, metrics, predictions
-from lmtune.evaluate.generation import heldout_loss, score
+from lmtune.evaluate.generation import answer_prompts, heldout_loss
 from lmtune.models.chat_template import Stop, apply_template, end_of_turn, render
 from lmtune.models.load import load_generative, load_tokenizer, position_limit
 from lmtune.models.methods import load_options
@@ -231,8 +231,8 @@ def score_pairs(
     if reference is not None:
         inputs.update(ref_chosen_logp=reference["chosen_logp"], ref_rejected_logp=reference["rejected_logp"])
     result = metrics.score("preference", inputs, seed=config.training.seed, where=f"{desc}: pairs")
-    generated = score(config, model, tokenizer, stop, _as_encoded(pairs, "chosen"), desc)
-    result["ci"].update({k: v for k, v in generated["ci"].items() if k in ("rougeL",)})
+    generated = answer_prompts(config, model, tokenizer, stop, _as_encoded(pairs, "chosen"), desc)
+    result["ci"].update({k: v for k, v in generated.get("ci", {}).items() if k in ("rougeL",)})
     for key in ("stop_rate", "prompts", "answers", "rougeL"):
         if key in generated:
             result[key] = generated[key]
