@@ -418,6 +418,13 @@ class PreferenceConfig(Section):
     label_smoothing: float = Field(
         0.0, ge=0, lt=0.5, description="dpo: the assumed share of flipped preference labels (robust DPO)"
     )
+    sft_weight: float = Field(
+        0.0,
+        ge=0,
+        description="dpo, ipo: weight of a negative log-likelihood term on the chosen answers (RPO, Pang et "
+        "al. 2024; TRL's loss_type 'sft'): keeps the chosen answers likely, end-of-turn included, against "
+        "the known drift of both answers down; 0 = off",
+    )
     simpo_gamma: float = Field(0.5, ge=0, description="simpo: the target reward margin")
     desirable_weight: float = Field(1.0, gt=0, description="kto: weight of the desirable answers' loss")
     undesirable_weight: float = Field(1.0, gt=0, description="kto: weight of the undesirable answers' loss")

@@ -263,6 +263,9 @@ def preference_trainer(
         max_length=config.model.max_length,
         beta=p.beta,
         disable_dropout=True,
+        # TRL's validation holds each batch's vocabulary-sized logits for both answers (64 pairs of 512
+        # tokens: ~13 GB and minutes per batch on the HH pairs); batches as wide as training's cost no more
+        per_device_eval_batch_size=min(config.training.eval_batch_size, config.training.batch_size),
         dataset_num_proc=None,
         # True: TRL otherwise reruns every validation batch through the plain forward for vocabulary-sized
         # logits nothing reads, and the Trainer gathers them all (gigabytes on a few hundred pairs)
@@ -289,7 +292,13 @@ def preference_trainer(
         args, reference = make_args(**settings), {}
     else:
         loss_type = {"dpo": "sigmoid", "ipo": "ipo"}[p.loss]
-        args = DPOConfig(**settings, loss_type=[loss_type], label_smoothing=p.label_smoothing)
+        losses = {loss_type: 1.0, **({"sft": p.sft_weight} if p.sft_weight else {})}
+        args = DPOConfig(
+            **settings,
+            loss_type=list(losses),
+            loss_weights=list(losses.values()),
+            label_smoothing=p.label_smoothing,
+        )
         kind = DPOTrainer
     guarded = type(f"Lmtune{kind.__name__}", (Guards, kind), {})
     trainer = guarded(
