@@ -388,3 +388,71 @@ def test_row_losses_split_the_batch_loss_by_example(tiny_generative_dir, monkeyp
     assert counts.tolist() == [int(n) for _, n in alone]
     assert sums.tolist() == pytest.approx([float(s) for s, _ in alone], rel=1e-4)
     assert float(sums.sum()) == pytest.approx(float(total), rel=1e-5) and int(counts.sum()) == int(count)
+
+
+# ------------------------------------------------------------------- kinds a task registers itself
+
+
+def test_the_preference_task_registers_its_kinds_from_its_own_module():
+    from lmtune.tasks import TASKS
+
+    assert TASKS["preference"].measures == ("lmtune.tasks.preference_measures",)
+    kinds = {
+        name: metrics.METRICS[name].kind
+        for name in ("preference_accuracy", "desirable_auc", "kl_to_reference")
+    }
+    assert kinds == {
+        "preference_accuracy": "preference",
+        "desirable_auc": "unpaired_preference",
+        "kl_to_reference": "policy_kl",
+    }
+    assert set(TASKS["preference"].scores) <= set(metrics.KINDS)
+    assert metrics.KINDS["preference"].compare == ("preference_accuracy", "reward_margin")
+    with pytest.raises(LmtuneError, match="kind 'lm' or one of its metric names is registered already"):
+        metrics.register("lm", metrics.KINDS["lm"], [])
+
+
+def unpaired(n: int, seed: int = 0, reference: bool = True) -> dict:
+    rng = np.random.default_rng(seed)
+    desirable = rng.random(n) < 0.5
+    tokens = rng.integers(1, 30, n)
+    logp = -tokens * (2.0 - 0.4 * desirable + rng.normal(0, 0.5, n))
+    inputs = {"logp": logp, "tokens": tokens, "desirable": desirable}
+    if reference:
+        inputs["ref_logp"] = logp + rng.normal(0, 3, n) - 2 * desirable
+    return inputs
+
+
+def test_unpaired_answers_are_ranked_by_roc_auc_as_scikit_learn_computes_it():
+    inputs = unpaired(300)
+    result = score("unpaired_preference", inputs)
+    per_token = inputs["logp"] / inputs["tokens"]
+    assert result["desirable_auc"] == pytest.approx(skm.roc_auc_score(inputs["desirable"], per_token))
+    reward = inputs["logp"] - inputs["ref_logp"]
+    assert result["implicit_reward_auc"] == pytest.approx(skm.roc_auc_score(inputs["desirable"], reward))
+    good = inputs["desirable"]
+    assert result["desirable_logp_per_token"] == pytest.approx(
+        inputs["logp"][good].sum() / inputs["tokens"][good].sum()
+    )
+    low, high = result["ci"]["desirable_auc"]
+    assert low < result["desirable_auc"] < high and high - low < 0.2
+    idx = np.random.default_rng(1).integers(0, 300, (3, 300))  # a resample's AUC is sklearn's on it
+    again = metrics.resampled("unpaired_preference", inputs, ["desirable_auc"], idx)[:, 0]
+    assert again == pytest.approx([skm.roc_auc_score(inputs["desirable"][i], per_token[i]) for i in idx])
+    without = score("unpaired_preference", unpaired(300, reference=False))
+    assert without["implicit_reward_auc"] is None and "implicit_reward_auc" not in without["ci"]
+    test = paired("unpaired_preference", "desirable_auc", unpaired(300, reference=False), inputs)
+    assert test["test"] == "paired bootstrap" and test["difference"] == pytest.approx(0.0)
+
+
+def test_kl_to_reference_is_token_weighted_and_preference_accuracy_pairs_by_mcnemar():
+    result = score("policy_kl", {"kl_sum": [1.0, 3.0, 0.0], "tokens": [10, 10, 20]})
+    assert result["kl_to_reference"] == pytest.approx(4 / 40) and result["kl_per_answer"] == pytest.approx(
+        4 / 3
+    )
+    rng = np.random.default_rng(0)
+    c, r = rng.normal(-20, 5, 200), rng.normal(-21, 5, 200)
+    pairs = {"chosen_logp": c, "rejected_logp": r, "chosen_tokens": [10] * 200, "rejected_tokens": [10] * 200}
+    better = {**pairs, "chosen_logp": c + 6}
+    test = paired("preference", "preference_accuracy", pairs, better)
+    assert test["test"] == "mcnemar" and test["significant"] and test["difference"] > 0.2

@@ -8,7 +8,7 @@ import random
 
 import numpy as np
 import pytest
-from conftest import CAPITALS, capital_records, tiny_sft_config
+from conftest import CAPITALS, SHARED, capital_records, tiny_sft_config
 
 from lmtune.chat import chat
 from lmtune.cli import main
@@ -89,6 +89,8 @@ def test_dpo_learns_to_prefer_the_chosen_answers(tiny_generative_dir, pairs_file
     assert tuned["rejected_logp_per_token"] < base["rejected_logp_per_token"]
     assert tuned["implicit_reward_accuracy"] >= 0.9 and base["implicit_reward_accuracy"] is None
     assert 0 <= tuned["stop_rate"] <= 1 and tuned["answer_tokens"] > 0
+    # the tuned model's own answers: exact KL to the starting model over the vocabulary, with an interval
+    assert 0 < tuned["ci"]["kl_to_reference"][0] <= tuned["kl_to_reference"] and "kl_to_reference" not in base
     run_dir = tmp_path / "runs" / "run"
     history = json.loads((run_dir / "history.json").read_text())
     assert any("rewards/margins" in h for h in history)  # TRL's curves reach the run's logs
@@ -128,14 +130,19 @@ def test_kto_learns_from_unpaired_answers_and_the_cli_trains_a_preference_run(
         path,
         tmp_path / "runs",
         preference={"loss": "kto"},
-        training={"epochs": 2},
+        training={"epochs": 4},
     )
     (tmp_path / "kto.yaml").write_text(yaml.safe_dump(raw))
     assert main(["train", str(tmp_path / "kto.yaml")]) == 0
     out = capsys.readouterr().out
-    assert "run directory:" in out
+    assert "run directory:" in out and "desirable_auc" in out  # the terminal table: the unpaired scores
     metrics = json.loads((tmp_path / "runs" / "run" / "metrics.json").read_text())
-    assert metrics["loss"] == "kto" and metrics["steps"] > 0 and metrics["test"] == {}
+    assert metrics["loss"] == "kto" and metrics["steps"] > 0
+    base, tuned = metrics["test"]["base"], metrics["test"]["tuned"]  # held-out answers, desirable or not
+    assert tuned["desirable_auc"] >= 0.8 and tuned["desirable_auc"] > base["desirable_auc"] + 0.2
+    assert tuned["ci"]["implicit_reward_auc"][0] > 0.5 and base["implicit_reward_auc"] is None
+    assert tuned["desirable_logp_per_token"] > base["desirable_logp_per_token"]
+    assert tuned["kl_to_reference"] > 0
     history = json.loads((tmp_path / "runs" / "run" / "history.json").read_text())
     assert any("kl" in h for h in history)  # KTO's own logs
     raw["preference"]["loss"] = "dpo"
@@ -150,10 +157,10 @@ def test_kto_learns_from_unpaired_answers_and_the_cli_trains_a_preference_run(
     assert not (tmp_path / "runs" / "wrong").exists()
 
 
-def test_group_by_length_batches_pairs_by_the_padded_length_the_recipe_gives_them(
+def test_group_by_length_batches_pairs_by_the_padded_length_and_the_settings_reach_trl(
     tiny_generative_dir, tmp_path
 ):
-    from lmtune.train import preference_trainer
+    from lmtune.tasks.preference import trainer_for
 
     pairs = capital_pairs(120)
     for i, pair in enumerate(pairs):  # prompts of 10 lengths, in turn: every run of 8 pairs mixes them
@@ -162,10 +169,11 @@ def test_group_by_length_batches_pairs_by_the_padded_length_the_recipe_gives_the
     path.write_text("".join(json.dumps(r) + "\n" for r in pairs))
     raw = preference_config(tiny_generative_dir("llama"), path, tmp_path / "runs", model={"max_length": 128})
     raw["training"]["group_by_length"] = True
+    raw["preference"]["sft_weight"] = 0.5
     config = validate(raw, "test")
     prepared = preference.prepare(config)
     rows = preference._rows(prepared.splits["train"], unpaired=False)
-    trainer = preference_trainer(
+    trainer = trainer_for(
         config,
         tmp_path / "run",
         model=prepared.model,
@@ -173,6 +181,9 @@ def test_group_by_length_batches_pairs_by_the_padded_length_the_recipe_gives_the
         train_dataset=rows,
         eval_dataset=None,
     )
+    # the NLL term on the chosen answers, and validation batches no wider than training's
+    assert (trainer.args.loss_type, trainer.args.loss_weights) == (["sigmoid", "sft"], [1.0, 0.5])
+    assert trainer.args.per_device_eval_batch_size == 8 < config.training.eval_batch_size
     batches = list(trainer.get_train_dataloader())
     lengths = rows["length"]
     # each pair's `length` is what TRL's collator pads to: the longest batch comes first, as wide as it
@@ -306,3 +317,93 @@ def test_reference_free_losses_train_through_the_shimmed_experimental_trainers(
     assert tuned["preference_accuracy"] > base["preference_accuracy"]
     report = (tmp_path / "runs" / "run" / "report.html").read_text()
     assert "none (this loss needs no reference model)" in report
+
+
+def test_the_sft_term_joins_only_the_losses_it_can(tmp_path):
+    from lmtune.errors import LmtuneError
+
+    raw = preference_config("unused", tmp_path / "pairs.jsonl", tmp_path / "runs")
+    for loss in ("kto", "orpo", "simpo"):
+        raw["preference"] = {"loss": loss, "sft_weight": 0.5}
+        with pytest.raises(
+            LmtuneError, match=f"sft_weight = 0.5 with loss '{loss}': the NLL term joins dpo or ipo"
+        ):
+            validate(raw, "run.yaml")
+
+
+HH = SHARED / "preference" / "hh_rlhf_harmless_base_test.jsonl.gz"
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not HH.is_file(), reason=f"{HH} absent (the shared public datasets)")
+def test_dpo_on_the_real_smollm2_with_lora_reads_hh_transcripts_and_keeps_its_end_of_turn(tmp_path):
+    """The one real-weights preference run: the bundled SmolLM2 + LoRA, a few HH harmless pairs (a .gz
+    of transcripts), 2 steps. Real weights give real likelihoods; the adapter opens in peft."""
+    import gzip
+
+    from peft import PeftConfig
+    from transformers import AutoTokenizer
+
+    with gzip.open(HH, "rt", encoding="utf-8") as source:
+        lines = [next(source) for _ in range(48)]
+    path = tmp_path / "hh.jsonl.gz"
+    with gzip.open(path, "wt", encoding="utf-8") as out:
+        out.writelines(lines)
+    raw = {
+        "task": "preference",
+        "model": {"name": "bundled:smollm2-135m-instruct", "max_length": 256},
+        "data": {"train": str(path), "on_error": "skip", "split": {"validation": 0.0, "test": 0.25}},
+        "method": {"name": "lora", "lora": {"r": 8, "alpha": 16}},
+        "preference": {"loss": "dpo", "beta": 0.1, "sft_weight": 0.5},
+        "training": {"max_steps": 2, "batch_size": 4, "learning_rate": 1e-4, "logging_steps": 1},
+        "evaluation": {"generation": {"max_new_tokens": 24, "prompts": 2}},
+        "output": {"dir": str(tmp_path / "runs"), "name": "run"},
+    }
+    config, metrics = run(raw)
+    base, tuned = metrics["test"]["base"], metrics["test"]["tuned"]
+    assert metrics["steps"] == 2 and base["n"] == tuned["n"] >= 8
+    for result in (base, tuned):  # a trained model's likelihoods (a random-init one sits near -10.8)
+        assert -6 < result["rejected_logp_per_token"] < -0.1 and -6 < result["chosen_logp_per_token"] < -0.1
+    # two small steps: the policy moved, a little (nats per token)
+    assert 0 < tuned["kl_to_reference"] < 0.5 and tuned["implicit_reward_accuracy"] is not None
+    run_dir = tmp_path / "runs" / "run"
+    model_dir = run_dir / "model"
+    saved = json.loads((model_dir / "lmtune_model.json").read_text())
+    end_of_turn = AutoTokenizer.from_pretrained(model_dir).convert_tokens_to_ids("<|im_end|>")
+    assert saved["stop"]["token_ids"] == [end_of_turn] and saved["adapter"]
+    assert PeftConfig.from_pretrained(model_dir).peft_type.value == "LORA"
+    assert json.loads((model_dir / "generation_config.json").read_text())["eos_token_id"] == [end_of_turn]
+
+
+def test_a_search_tunes_a_preference_run_on_its_validation_loss(tiny_generative_dir, tmp_path):
+    import yaml
+
+    from lmtune.runs import read_run
+
+    path = tmp_path / "pairs.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in capital_pairs(60)))
+    raw = preference_config(
+        tiny_generative_dir("llama"),
+        path,
+        tmp_path / "runs",
+        data={"split": {"validation": 0.2, "test": 0.2}},
+        training={"max_steps": 3, "eval_every": 3},
+        evaluation={"generation": {"prompts": 0}},
+    )
+    raw["output"]["name"] = "search"
+    beta = {"type": "categorical", "choices": [0.5, 2.0]}
+    raw["search"] = {"sampler": "grid", "trials": None, "pruning": "none", "space": {"preference.beta": beta}}
+    (tmp_path / "search.yaml").write_text(yaml.safe_dump(raw))
+    assert main(["tune", str(tmp_path / "search.yaml")]) == 0
+    folder = tmp_path / "runs" / "search"
+    trials = sorted((folder / "trials").iterdir())
+    assert len(trials) == 2
+    for trial in trials:  # each trial is a preference run, scored on its validation loss, without the base
+        metrics = json.loads((trial / "metrics.json").read_text())
+        assert read_run(trial)["task"] == "preference" and metrics["best_validation"] > 0
+        assert (
+            list(metrics["test"]) == ["tuned"]
+            and metrics["test"]["tuned"]["implicit_reward_accuracy"] is None
+        )
+    best = yaml.safe_load((folder / "best.yaml").read_text())
+    assert best["task"] == "preference" and best["preference"]["beta"] in (0.5, 2.0)

@@ -27,10 +27,10 @@ def format_table(results: dict[str, dict], task: str) -> str:
     """The task's headline scores per model, each with its 95% bootstrap interval when it has one."""
     from lmtune.tasks import TASKS
 
-    columns = [c for c in TASKS[task].columns if all(c in r for r in results.values())]
+    columns = [c for c in TASKS[task].columns if any(c in r for r in results.values())]
 
     def cell(result: dict, metric: str) -> str:
-        if result[metric] is None:  # undefined for this model (the base has no implicit reward)
+        if result.get(metric) is None:  # undefined for this model (the base has no implicit reward)
             return "—"
         low_high = result.get("ci", {}).get(metric)
         return f"{result[metric]:.4f}" + (f" [{low_high[0]:.3f}, {low_high[1]:.3f}]" if low_high else "")

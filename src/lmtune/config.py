@@ -429,6 +429,15 @@ class PreferenceConfig(Section):
     desirable_weight: float = Field(1.0, gt=0, description="kto: weight of the desirable answers' loss")
     undesirable_weight: float = Field(1.0, gt=0, description="kto: weight of the undesirable answers' loss")
 
+    @model_validator(mode="after")
+    def _sft_term_has_a_loss_to_join(self) -> PreferenceConfig:
+        if self.sft_weight and self.loss not in ("dpo", "ipo"):
+            raise ValueError(
+                f"sft_weight = {self.sft_weight:g} with loss {self.loss!r}: the NLL term joins dpo or ipo "
+                "(orpo has its own); allowed: 0 for simpo, orpo, kto"
+            )
+        return self
+
 
 class AuditConfig(Section):
     """Checks of the tuned model against the untuned one (lmtune.evaluate.checks): each reads its

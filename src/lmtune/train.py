@@ -26,7 +26,7 @@ from transformers import (
 )
 from transformers.integrations import TensorBoardCallback
 
-from lmtune import faults, shims
+from lmtune import faults
 from lmtune.config import RunConfig
 from lmtune.errors import LmtuneError
 from lmtune.models.loss import Loss
@@ -247,69 +247,24 @@ def _live(trainer: Trainer) -> Trainer:
     return trainer
 
 
-def preference_trainer(
-    config: RunConfig, run_dir: Path, *, model, tokenizer, train_dataset, eval_dataset, callbacks: tuple = ()
+def guarded_trainer(
+    kind: type[Trainer],
+    config: RunConfig,
+    run_dir: Path,
+    *,
+    has_validation: bool,
+    eval_dataset,
+    callbacks: tuple = (),
+    **arguments,
 ) -> Trainer:
-    """TRL's DPOTrainer (preference.loss dpo, ipo) or KTOTrainer (kto) with lmtune's Guards, callbacks and
-    training settings. The reference: an adapter's base (TRL keeps a frozen copy of the fresh adapter,
-    no second model) or, for methods that change the model's own weights, log-probabilities precomputed
-    once before training. No gradient checkpointing unless asked (TRL's default is on; it costs ~40%)."""
-    from trl import DPOConfig, DPOTrainer, KTOConfig, KTOTrainer
-
-    p = config.preference
-    has_validation, settings = training_settings(config, run_dir, model, train_dataset, eval_dataset)
-    settings.update(
-        gradient_checkpointing=False,
-        max_length=config.model.max_length,
-        beta=p.beta,
-        disable_dropout=True,
-        # TRL's validation holds each batch's vocabulary-sized logits for both answers (64 pairs of 512
-        # tokens: ~13 GB and minutes per batch on the HH pairs); batches as wide as training's cost no more
-        per_device_eval_batch_size=min(config.training.eval_batch_size, config.training.batch_size),
-        dataset_num_proc=None,
-        # True: TRL otherwise reruns every validation batch through the plain forward for vocabulary-sized
-        # logits nothing reads, and the Trainer gathers them all (gigabytes on a few hundred pairs)
-        prediction_loss_only=True,
-        # training.group_by_length reads the `length` the recipe gives each pair; TRL's collator reads only
-        # its own keys, so the column may stay
-        remove_unused_columns=False,
-    )
-    reference = {"ref_model": None}  # dpo, ipo, kto: see above; simpo and orpo need no reference
-    if p.loss in ("dpo", "ipo", "kto"):
-        settings["precompute_ref_log_probs"] = not hasattr(model, "peft_config")
-    if p.loss == "kto":  # its KL term pairs each answer with its neighbours in a fixed-order batch
-        settings["train_sampling_strategy"] = "sequential"
-        weights = {"desirable_weight": p.desirable_weight, "undesirable_weight": p.undesirable_weight}
-        args, kind = KTOConfig(**settings, **weights), KTOTrainer
-    elif p.loss == "simpo":  # CPO with the SimPO loss and no behaviour-cloning term
-        make_args, kind = shims.trl_experimental("cpo")
-        args, reference = (
-            make_args(**settings, loss_type="simpo", cpo_alpha=0.0, simpo_gamma=p.simpo_gamma),
-            {},
-        )
-    elif p.loss == "orpo":
-        make_args, kind = shims.trl_experimental("orpo")
-        args, reference = make_args(**settings), {}
-    else:
-        loss_type = {"dpo": "sigmoid", "ipo": "ipo"}[p.loss]
-        losses = {loss_type: 1.0, **({"sft": p.sft_weight} if p.sft_weight else {})}
-        args = DPOConfig(
-            **settings,
-            loss_type=list(losses),
-            loss_weights=list(losses.values()),
-            label_smoothing=p.label_smoothing,
-        )
-        kind = DPOTrainer
+    """A Trainer subclass of another library's (TRL's DPOTrainer, …) with lmtune's Guards, callbacks,
+    step schedule and live view: what a recipe on its own trainer builds (tasks/preference.py)."""
     guarded = type(f"Lmtune{kind.__name__}", (Guards, kind), {})
     trainer = guarded(
-        model=model,
-        **reference,
-        args=args,
-        train_dataset=train_dataset,
         eval_dataset=eval_dataset if has_validation else None,
-        processing_class=tokenizer,
         callbacks=_callbacks(config, run_dir, has_validation, callbacks),
         step_schedule=_step_schedule(config),
+        **arguments,
     )
     return _live(trainer)
 

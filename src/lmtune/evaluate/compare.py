@@ -19,14 +19,6 @@ from lmtune.evaluate import predictions
 from lmtune.evaluate.report import metrics_table
 from lmtune.page import STYLE, png, subplots, table
 
-# what a comparison shows when --metrics is not given
-DEFAULT_METRICS = {
-    "classify": ["accuracy", "f1_macro"],
-    "lm": ["perplexity"],
-    "generate": ["rougeL"],
-    "preference": ["preference_accuracy", "reward_margin"],
-}
-
 
 @dataclass
 class Entry:
@@ -66,7 +58,7 @@ def compare(
         raise LmtuneError("compare: the runs share no kind of score (classification vs language model)")
     _check_same_examples(entries, kinds)
     allowed = [n for kind in kinds for n in registry.names_for(kind)]
-    names = names or [n for kind in kinds for n in DEFAULT_METRICS[kind]]
+    names = names or [n for kind in kinds for n in registry.KINDS[kind].compare]
     for name in names:
         if name not in allowed:
             raise LmtuneError(

@@ -9,9 +9,11 @@ a check that passes is reported with its numbers too, so a clean report is evide
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from statistics import mean, median
-from typing import Literal
+
+from lmtune.tasks import load_measures
 
 # overfitting: one worse evaluation is noise; the last two evaluations, both after the minimum, make a trend
 OVERFIT_EVALS_AFTER_MIN = 2
@@ -40,20 +42,11 @@ SPIKE_MIN_RISE = 0.5
 # near-zero norms jumping tenfold are still small)
 GRAD_SPIKE_FACTOR = 10.0
 MIN_TRAIN_LOGS = 4  # fewer training logs and a trend is not judged
-# preference tuning (TRL's logs/chosen, rewards/margins): the chosen answers' log-probability falling by
-# more than this (nats per answer, smoothed) while the margin grows is likelihood displacement: the
-# policy pushes both answers down, the rejected one faster (a known DPO failure at high learning rates)
-DISPLACEMENT_NATS = 5.0
-# ... and a training loss below this (smoothed) means the pairs are separated with a huge margin:
-# the loss gives no more signal and the policy drifts (also a sign of too high a learning rate)
-COLLAPSED_LOSS = 0.01
-
-Kind = Literal["overfitting", "underfitting", "instability", "diverged", "preference"]
 
 
 @dataclass(frozen=True)
 class Finding:
-    kind: Kind
+    kind: str  # overfitting, underfitting, instability, diverged, or a registered rule's (RULES)
     evidence: str  # steps and values
     suggestion: str  # settings to change
 
@@ -64,7 +57,7 @@ class Diagnosis:
     passed: list[str] = field(default_factory=list)  # checks that passed (or could not run), with numbers
 
 
-def _f(value: float) -> str:
+def fmt(value: float) -> str:
     return f"{value:.4g}" if abs(value) >= 1 else f"{value:.3g}"
 
 
@@ -72,15 +65,15 @@ def _steps(points: list[tuple[int, float]]) -> str:
     return f"step {points[0][0]}" if len(points) == 1 else f"steps {points[0][0]}–{points[-1][0]}"
 
 
-def _series(history: list[dict], key: str) -> list[tuple[int, float]]:
+def series(history: list[dict], key: str) -> list[tuple[int, float]]:
     return [(h["step"], float(h[key])) for h in history if key in h and h.get(key) is not None]
 
 
-def _finite(points: list[tuple[int, float]]) -> list[tuple[int, float]]:
+def finite(points: list[tuple[int, float]]) -> list[tuple[int, float]]:
     return [(s, v) for s, v in points if math.isfinite(v)]
 
 
-def _tail_mean(points: list[tuple[int, float]], up_to: int | None = None) -> float:
+def tail_mean(points: list[tuple[int, float]], up_to: int | None = None) -> float:
     """Mean of the last SMOOTH values (at or before step `up_to`)."""
     values = [v for s, v in points if up_to is None or s <= up_to]
     return mean(values[-SMOOTH:]) if values else math.nan
@@ -94,7 +87,7 @@ def _diverged(train, evals, grads) -> tuple[Finding | None, str]:
         bad = next(((s, v) for s, v in points if not math.isfinite(v)), None)
         if bad:
             good = [(s, v) for s, v in points if s < bad[0] and math.isfinite(v)]
-            last = f" (last finite: {_f(good[-1][1])} at step {good[-1][0]})" if good else ""
+            last = f" (last finite: {fmt(good[-1][1])} at step {good[-1][0]})" if good else ""
             return Finding(
                 "diverged",
                 f"{name} = {bad[1]} at step {bad[0]}{last}",
@@ -119,31 +112,31 @@ def _overfitting(train, evals, metric: str, greater_is_better: bool, history) ->
     rises = len(evals) - 1 - low >= OVERFIT_EVALS_AFTER_MIN and all(
         v >= low_loss * (1 + OVERFIT_RISE) for _, v in tail
     )
-    train_at_low, train_end = _tail_mean(train, low_step), _tail_mean(train, last_step)
+    train_at_low, train_end = tail_mean(train, low_step), tail_mean(train, last_step)
     falling = train_end <= train_at_low * (1 - TRAIN_STILL_FALLING)
     gap = last_loss >= GAP_RATIO * train_end and last_loss - train_end >= GAP_MIN
     change = (last_loss - low_loss) / low_loss if low_loss > 0 else 0.0
     evidence = []
     if rises and falling:
         evidence.append(
-            f"validation loss {_f(low_loss)} at step {low_step} → {_f(last_loss)} at step {last_step} "
-            f"({change:+.0%}) while training loss fell {_f(train_at_low)} → {_f(train_end)}"
+            f"validation loss {fmt(low_loss)} at step {low_step} → {fmt(last_loss)} at step {last_step} "
+            f"({change:+.0%}) while training loss fell {fmt(train_at_low)} → {fmt(train_end)}"
         )
     if gap:
         evidence.append(
-            f"at step {last_step} validation loss {_f(last_loss)} is {last_loss / train_end:.1f}× the training "
-            f"loss {_f(train_end)}"
+            f"at step {last_step} validation loss {fmt(last_loss)} is {last_loss / train_end:.1f}× the training "
+            f"loss {fmt(train_end)}"
         )
     if not evidence:
         where = (
-            f"at its minimum ({_f(low_loss)}) at the last evaluation (step {last_step})"
+            f"at its minimum ({fmt(low_loss)}) at the last evaluation (step {last_step})"
             if low == len(evals) - 1
-            else f"{_f(last_loss)} at the last evaluation (step {last_step}), {change:+.0%} over its minimum "
-            f"{_f(low_loss)} at step {low_step}"
+            else f"{fmt(last_loss)} at the last evaluation (step {last_step}), {change:+.0%} over its minimum "
+            f"{fmt(low_loss)} at step {low_step}"
         )
         note = ""
         if rises and not falling:
-            note = f"; it rose while training loss did not fall ({_f(train_at_low)} → {_f(train_end)})"
+            note = f"; it rose while training loss did not fall ({fmt(train_at_low)} → {fmt(train_end)})"
         ratio = f"{last_loss / train_end:.1f}×" if train_end > 0 else "n/a"
         return None, f"no overfitting: validation loss {where}{note}; validation/training loss ratio {ratio}"
     best = _best_metric(history, metric, greater_is_better)
@@ -161,12 +154,14 @@ def _overfitting(train, evals, metric: str, greater_is_better: bool, history) ->
 def _best_metric(history: list[dict], metric: str, greater_is_better: bool) -> str:
     if metric == "loss":
         return ""
-    points = _finite(_series(history, f"eval_{metric}"))
+    points = finite(series(history, f"eval_{metric}"))
     if len(points) < 2:
         return ""
     pick = max if greater_is_better else min
     step, value = pick(points, key=lambda p: p[1])
-    return f"validation {metric} best {_f(value)} at step {step}, {_f(points[-1][1])} at the last evaluation"
+    return (
+        f"validation {metric} best {fmt(value)} at step {step}, {fmt(points[-1][1])} at the last evaluation"
+    )
 
 
 def _underfitting(train, n_classes: int | None) -> tuple[Finding | None, str]:
@@ -179,8 +174,8 @@ def _underfitting(train, n_classes: int | None) -> tuple[Finding | None, str]:
     chance = math.log(n_classes) if n_classes and n_classes >= 2 else None
     flat = drop < UNDERFIT_MIN_DROP
     at_chance = chance is not None and end >= CHANCE_FRACTION * chance
-    fell = f"training loss {_f(start)} ({_steps(head)}) → {_f(end)} ({_steps(tail)}, {-drop:+.0%})"
-    chance_text = f"chance level log({n_classes}) = {_f(chance)}" if chance is not None else ""
+    fell = f"training loss {fmt(start)} ({_steps(head)}) → {fmt(end)} ({_steps(tail)}, {-drop:+.0%})"
+    chance_text = f"chance level log({n_classes}) = {fmt(chance)}" if chance is not None else ""
     if not (flat or at_chance):
         return None, f"no underfitting: {fell}" + (f", below {chance_text}" if chance_text else "")
     evidence = fell
@@ -225,7 +220,7 @@ def _largest_ratio(points) -> float:
 
 
 def _instability(train, grads) -> tuple[Finding | None, str]:
-    train, grads = _finite(train), [(s, v) for s, v in _finite(grads) if v > 0]
+    train, grads = finite(train), [(s, v) for s, v in finite(grads) if v > 0]
     losses = _spikes(train, SPIKE_FACTOR, SPIKE_MIN_RISE, 0.0)
     norms = _spikes(grads, GRAD_SPIKE_FACTOR, 0.0, median(v for _, v in grads)) if grads else []
     if not losses and not norms:
@@ -236,11 +231,12 @@ def _instability(train, grads) -> tuple[Finding | None, str]:
             text += f", largest gradient norm {_largest_ratio(grads):.1f}× its running median"
         return None, text
     evidence = [
-        f"training loss {_f(v)} at step {s}, {_ratio(v, m):.1f}× the median {_f(m)} of the logs before"
+        f"training loss {fmt(v)} at step {s}, {_ratio(v, m):.1f}× the median {fmt(m)} of the logs before"
         for s, v, m in losses[:3]
     ]
     evidence += [
-        f"gradient norm {_f(v)} at step {s}, {v / m:.0f}× its running median {_f(m)}" for s, v, m in norms[:3]
+        f"gradient norm {fmt(v)} at step {s}, {v / m:.0f}× its running median {fmt(m)}"
+        for s, v, m in norms[:3]
     ]
     more = len(losses) + len(norms) - len(evidence)
     return Finding(
@@ -254,37 +250,14 @@ def _instability(train, grads) -> tuple[Finding | None, str]:
 # ------------------------------------------------------------------------------------- public
 
 
-def _preference(train, history: list[dict]) -> tuple[Finding | None, str]:
-    """Likelihood displacement and a collapsed loss, from TRL's preference logs; nothing otherwise."""
-    chosen, margins = _finite(_series(history, "logps/chosen")), _finite(_series(history, "rewards/margins"))
-    if len(chosen) < MIN_TRAIN_LOGS or len(margins) < MIN_TRAIN_LOGS:
-        return None, ""
-    start, end = mean(v for _, v in chosen[:SMOOTH]), _tail_mean(chosen)
-    m_start, m_end = mean(v for _, v in margins[:SMOOTH]), _tail_mean(margins)
-    fix = "lower training.learning_rate (e.g. 5x) or raise preference.beta"
-    if start - end > DISPLACEMENT_NATS and m_end > m_start:
-        return (
-            Finding(
-                "preference",
-                f"the chosen answers' log-probability fell from {_f(start)} to {_f(end)} while the margin grew "
-                f"from {_f(m_start)} to {_f(m_end)}: both answers are pushed down (likelihood displacement)",
-                fix,
-            ),
-            "",
-        )
-    if len(train) >= MIN_TRAIN_LOGS and (loss := _tail_mean(train)) < COLLAPSED_LOSS:
-        return (
-            Finding(
-                "preference",
-                f"training loss collapsed to {_f(loss)}: every pair is separated, no signal left",
-                fix,
-            ),
-            "",
-        )
-    return None, (
-        f"preference: chosen log-probability {_f(start)} → {_f(end)}, margin {_f(m_start)} → {_f(m_end)} "
-        f"(no displacement beyond {DISPLACEMENT_NATS:g} nats, loss not collapsed)"
-    )
+# A rule of a task's own (registered from the task's measures module): (smoothed finite training losses,
+# the history) -> (a finding, or None and the note that says it passed; "" when it does not apply)
+Rule = Callable[[list, list[dict]], tuple[Finding | None, str]]
+RULES: list[Rule] = []
+
+
+def register(rule: Rule) -> None:
+    RULES.append(rule)
 
 
 def check(
@@ -292,21 +265,22 @@ def check(
 ) -> Diagnosis:
     """Every check, with what it found or, when it passed, the numbers that say so."""
     train, evals, grads = (
-        _series(history, "loss"),
-        _series(history, "eval_loss"),
-        _series(history, "grad_norm"),
+        series(history, "loss"),
+        series(history, "eval_loss"),
+        series(history, "grad_norm"),
     )
     diagnosis = Diagnosis()
     diverged, note = _diverged(train, evals, grads)
     results = [(diverged, note)]
     if diverged is None:  # after a divergence the other trends mean nothing
-        train_ok, evals_ok = _finite(train), _finite(evals)
+        train_ok, evals_ok = finite(train), finite(evals)
         results += [
             _overfitting(train_ok, evals_ok, metric, greater_is_better, history),
             _underfitting(train_ok, n_classes),
             _instability(train, grads),
-            _preference(train_ok, history),
         ]
+        load_measures()  # the rules tasks register
+        results += [rule(train_ok, history) for rule in RULES]
     for finding, note in results:
         if finding is not None:
             diagnosis.findings.append(finding)

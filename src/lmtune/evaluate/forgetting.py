@@ -34,16 +34,9 @@ from lmtune.data.rows import to_example
 from lmtune.errors import LmtuneError
 from lmtune.models.infer import infer_texts, mean_pooled_step
 from lmtune.page import png, subplots, table
+from lmtune.tasks import TASKS
 
 METRICS = {"perplexity": "perplexity", "probe": "probe_accuracy"}
-# kinds each task can score: an encoder classifier has no language-model head, and a seq2seq body
-# needs decoder inputs to give hidden states
-KINDS = {
-    "classify": ("probe",),
-    "sft": ("perplexity", "probe"),
-    "seq2seq": ("perplexity",),
-    "preference": ("perplexity", "probe"),  # a decoder, as in sft
-}
 FOLDS = 5
 
 
@@ -106,7 +99,7 @@ def _rows(reader: RunConfig, paths: list[Path], kind: str, where: str) -> list[d
 
 
 def _kind(task: str, kind: str, key: str) -> str:
-    allowed = KINDS[task]
+    allowed = TASKS[task].forgetting
     if kind == "auto":
         return allowed[0]
     if kind not in allowed:

@@ -81,9 +81,10 @@ def score(config, model, tokenizer, stop: Stop, test: list, desc: str) -> dict:
     return result
 
 
-def answer_prompts(config, model, tokenizer, stop: Stop, test: list, desc: str) -> dict:
+def answer_prompts(config, model, tokenizer, stop: Stop, test: list, desc: str, ids: bool = False) -> dict:
     """Answers generated to the first evaluation.generation.prompts chats of `test`, scored against
-    their references ("ci" holds the intervals), with the stop rate; empty when `test` has no chats."""
+    their references ("ci" holds the intervals), with the stop rate; empty when `test` has no chats.
+    `ids`: each answer keeps its token ids (models.generate.generate_answers)."""
     settings = config.evaluation.generation
     chats = [e for e in test if e.prompt_ids is not None][: settings.prompts]
     if not chats:
@@ -97,6 +98,7 @@ def answer_prompts(config, model, tokenizer, stop: Stop, test: list, desc: str) 
         precision=inference_precision(config, model),
         attention=config.model.attn_implementation,
         desc=f"{desc}: generate",
+        ids=ids,
     )
     scores = generation_metrics([a["answer"] for a in answers], [e.reference for e in chats], where=desc)
     scores.pop("n")  # answers scored: "prompts"; a caller's "n" stays the examples its loss is over

@@ -6,6 +6,9 @@ A metric belongs to a kind of model output, whose per-example inputs are a plain
     generate  {"predictions": [str], "references": [str]}
     lm        {"loss_sum": summed token NLL per example, "tokens": labelled tokens per example}
 
+A task with scores of its own registers its kind from a torch-free module of its own (`register`,
+named in its `TASKS` entry's `measures`), as the preference task does in lmtune.tasks.preference_measures.
+
 Each kind is first reduced to per-example sufficient statistics (a confusion-cell code, ROUGE and
 exact-match scores, sacrebleu's n-gram counts, token losses). A metric is a function of those
 statistics summed over a set of examples, so the point value (every example once) and each bootstrap
@@ -27,10 +30,9 @@ import numpy as np
 from lmtune import shims
 from lmtune.errors import LmtuneError
 from lmtune.evaluate import stats
-from lmtune.tasks import TASKS  # the torch-free task descriptions
+from lmtune.tasks import TASKS, load_measures  # the torch-free task descriptions
 
 HEADLINE = list(TASKS["classify"].columns)  # classification's headline scores, in the registry's order
-KINDS = ("classify", "generate", "lm", "preference")
 SIGNIFICANCE = 0.05
 
 
@@ -41,6 +43,18 @@ class Metric:
     higher_is_better: bool
     description: str
     fn: Callable[[dict], np.ndarray]  # aggregate (see _aggregate) -> one value per resample row
+    # a share of examples right: which ones are (from the prepared data), for McNemar's paired test
+    right: Callable[[dict], np.ndarray] | None = None
+
+
+@dataclass(frozen=True)
+class Kind:
+    """A kind of model output: how its inputs become per-example statistics, and what `lmtune compare`
+    shows of it when no --metrics are given."""
+
+    prepare: Callable[[dict, list[str], list[str] | None, str], dict]  # (inputs, names, labels, where)
+    compare: tuple[str, ...]
+    truth: str | None = None  # the prepared input two models' examples must share for a paired test
 
 
 # ------------------------------------------------------------------------------ classification
@@ -82,6 +96,10 @@ def _accuracy(agg: dict) -> np.ndarray:
     return _div(tp.sum(1), support.sum(1))
 
 
+def _labelled_right(data: dict) -> np.ndarray:
+    return data["y_pred"] == data["y_true"]
+
+
 def _mcc(agg: dict) -> np.ndarray:
     """Matthews correlation, multiclass (Gorodkin's R_K); 0 when either side is constant, as sklearn."""
     tp, support, predicted = _cells(agg["counts"])
@@ -92,7 +110,7 @@ def _mcc(agg: dict) -> np.ndarray:
     return _div(cov_tp, np.sqrt(cov_pp * cov_tt))
 
 
-def _auc(scores: np.ndarray, positive: np.ndarray, weights: np.ndarray) -> np.ndarray:
+def auc(scores: np.ndarray, positive: np.ndarray, weights: np.ndarray) -> np.ndarray:
     """ROC-AUC of one class on each row of example weights (how often a resample drew each example):
     the weighted Mann-Whitney statistic, P(score of a positive > score of a negative) with ties counting
     half, which is what scikit-learn's trapezoidal area gives. NaN where a side has no example."""
@@ -115,7 +133,7 @@ def _roc_auc(agg: dict) -> np.ndarray:
     if probs is None or k < 2:
         return np.full(len(weights), np.nan)
     classes = [1] if k == 2 else range(k)
-    return np.mean([_auc(probs[:, j], data["y_true"] == j, weights) for j in classes], axis=0)
+    return np.mean([auc(probs[:, j], data["y_true"] == j, weights) for j in classes], axis=0)
 
 
 # ---------------------------------------------------------------------------------- generation
@@ -130,7 +148,7 @@ def normalise(text: str) -> str:
     return " ".join(_ARTICLES.sub(" ", text.lower().translate(_PUNCTUATION)).split())
 
 
-def _mean(name: str, agg: dict) -> np.ndarray:
+def mean(name: str, agg: dict) -> np.ndarray:
     return agg["sums"][name][:, 0] / agg["n"]
 
 
@@ -157,25 +175,13 @@ def _perplexity(agg: dict) -> np.ndarray:
     return np.exp(np.minimum(_loss(agg), 50))
 
 
-# ---------------------------------------------------------------------------------- preference
-
-
-def _per_token(name: str, agg: dict) -> np.ndarray:
-    sums = agg["sums"][name]
-    return sums[:, 0] / np.maximum(sums[:, 1], 1)
-
-
-def _implicit_accuracy(agg: dict) -> np.ndarray:
-    if "implicit" not in agg["sums"]:
-        return np.full(len(agg["sums"]["correct"]), np.nan)
-    return agg["sums"]["implicit"][:, 0] / agg["n"]
-
-
 # ------------------------------------------------------------------------------------ registry
 
 
 def _table() -> dict[str, Metric]:
-    rows = [Metric("accuracy", "classify", True, "share of examples labelled right", _accuracy)]
+    rows = [
+        Metric("accuracy", "classify", True, "share of examples labelled right", _accuracy, _labelled_right)
+    ]
     describe = {
         "macro": "unweighted mean over classes",
         "micro": "pooled over classes",
@@ -203,7 +209,7 @@ def _table() -> dict[str, Metric]:
         Metric("mcc", "classify", True, "Matthews correlation coefficient, -1..1", _mcc),
     ]
     rows += [
-        Metric(name, "generate", True, f"mean {name} F1 (rouge-score, stemmed)", partial(_mean, name))
+        Metric(name, "generate", True, f"mean {name} F1 (rouge-score, stemmed)", partial(mean, name))
         for name in _ROUGE
     ]
     rows += [
@@ -214,53 +220,23 @@ def _table() -> dict[str, Metric]:
             "generate",
             True,
             "share of answers equal to the reference after SQuAD normalisation",
-            partial(_mean, "exact_match"),
+            partial(mean, "exact_match"),
         ),
         Metric("loss", "lm", False, "token-weighted mean cross-entropy on labelled tokens", _loss),
         Metric("perplexity", "lm", False, "exp(loss), loss capped at 50", _perplexity),
-    ]
-    rows += [
-        Metric(
-            "preference_accuracy",
-            "preference",
-            True,
-            "share of pairs whose chosen answer has the higher summed log-probability",
-            partial(_mean, "correct"),
-        ),
-        Metric(
-            "implicit_reward_accuracy",
-            "preference",
-            True,
-            "share of pairs whose log-probability margin exceeds the reference model's (DPO's implicit "
-            "reward); needs the reference's log-probabilities",
-            _implicit_accuracy,
-        ),
-        Metric(
-            "reward_margin",
-            "preference",
-            True,
-            "mean summed log-probability of the chosen answer minus the rejected one's",
-            partial(_mean, "margin"),
-        ),
-        Metric(
-            "chosen_logp_per_token",
-            "preference",
-            True,
-            "log-probability per token of the chosen answers",
-            partial(_per_token, "chosen"),
-        ),
-        Metric(
-            "rejected_logp_per_token",
-            "preference",
-            False,
-            "log-probability per token of the rejected answers",
-            partial(_per_token, "rejected"),
-        ),
     ]
     return {m.name: m for m in rows}
 
 
 METRICS: dict[str, Metric] = _table()
+
+
+def register(kind: str, spec: Kind, metrics: list[Metric]) -> None:
+    """Add a kind of score and its metrics to the registry: one call from the module that owns them."""
+    if kind in KINDS or any(m.name in METRICS for m in metrics):
+        raise LmtuneError(f"metrics: kind {kind!r} or one of its metric names is registered already")
+    KINDS[kind] = spec
+    METRICS.update({m.name: m for m in metrics})
 
 
 def names_for(kind: str) -> list[str]:
@@ -285,7 +261,7 @@ def check_names(names: list[str], kind: str, where: str) -> list[str]:
 # ------------------------------------------------------------------------- per-example statistics
 
 
-def _require(inputs: dict, keys: tuple[str, ...], kind: str, where: str) -> int:
+def require(inputs: dict, keys: tuple[str, ...], kind: str, where: str) -> int:
     """The number of examples, after checking that every input is there and all have the same length."""
     missing = [key for key in keys if key not in inputs]
     if missing:
@@ -309,7 +285,7 @@ def _optional(value) -> np.ndarray | None:
 
 
 def _prepare_classify(inputs: dict, names: list[str], labels: list[str] | None, where: str) -> dict:
-    n = _require(inputs, ("y_true", "y_pred"), "classify", where)
+    n = require(inputs, ("y_true", "y_pred"), "classify", where)
     y_true, y_pred = np.asarray(inputs["y_true"]), np.asarray(inputs["y_pred"])
     probs = _optional(inputs.get("probs"))
     for key, ids in (("y_true", y_true), ("y_pred", y_pred)):
@@ -338,7 +314,7 @@ def _prepare_classify(inputs: dict, names: list[str], labels: list[str] | None, 
 
 
 def _prepare_generate(inputs: dict, names: list[str], labels, where: str) -> dict:
-    n = _require(inputs, ("predictions", "references"), "generate", where)
+    n = require(inputs, ("predictions", "references"), "generate", where)
     predictions, references = [str(p) for p in inputs["predictions"]], [str(r) for r in inputs["references"]]
     columns: dict[str, np.ndarray] = {}
     scorers: dict = {}
@@ -364,34 +340,15 @@ def _prepare_generate(inputs: dict, names: list[str], labels, where: str) -> dic
 
 
 def _prepare_lm(inputs: dict, names: list[str], labels, where: str) -> dict:
-    n = _require(inputs, ("loss_sum", "tokens"), "lm", where)
+    n = require(inputs, ("loss_sum", "tokens"), "lm", where)
     loss_sum, tokens = np.asarray(inputs["loss_sum"], float), np.asarray(inputs["tokens"], float)
     return {"n": n, "columns": {"nll": loss_sum[:, None], "tokens": tokens[:, None]}}
 
 
-def _prepare_preference(inputs: dict, names: list[str], labels, where: str) -> dict:
-    """Per pair: the summed log-probabilities of its chosen and rejected answers and their token counts
-    (and, for implicit_reward_accuracy, the reference model's log-probabilities)."""
-    keys = ("chosen_logp", "rejected_logp", "chosen_tokens", "rejected_tokens")
-    n = _require(inputs, keys, "preference", where)
-    c, r, ct, rt = (np.asarray(inputs[key], float) for key in keys)
-    columns = {
-        "correct": (c > r).astype(float)[:, None],
-        "margin": (c - r)[:, None],
-        "chosen": np.column_stack([c, ct]),
-        "rejected": np.column_stack([r, rt]),
-    }
-    if inputs.get("ref_chosen_logp") is not None and inputs.get("ref_rejected_logp") is not None:
-        ref_c, ref_r = (np.asarray(inputs[k], float) for k in ("ref_chosen_logp", "ref_rejected_logp"))
-        columns["implicit"] = ((c - ref_c) > (r - ref_r)).astype(float)[:, None]
-    return {"n": n, "columns": columns}
-
-
-_PREPARE = {
-    "classify": _prepare_classify,
-    "generate": _prepare_generate,
-    "lm": _prepare_lm,
-    "preference": _prepare_preference,
+KINDS: dict[str, Kind] = {
+    "classify": Kind(_prepare_classify, ("accuracy", "f1_macro"), truth="y_true"),
+    "generate": Kind(_prepare_generate, ("rougeL",), truth="references"),
+    "lm": Kind(_prepare_lm, ("perplexity",)),
 }
 
 
@@ -422,7 +379,7 @@ def _values(data: dict, names: list[str], idx: np.ndarray | None) -> np.ndarray:
 def resampled(kind: str, inputs: dict, names: list[str], idx: np.ndarray, *, labels=None) -> np.ndarray:
     """The metrics on given resamples (rows of example indices): what the intervals are made of."""
     names = check_names(names, kind, "resampled")
-    return _values(_PREPARE[kind](inputs, names, labels, "resampled"), names, np.atleast_2d(idx))
+    return _values(KINDS[kind].prepare(inputs, names, labels, "resampled"), names, np.atleast_2d(idx))
 
 
 # ------------------------------------------------------------------------------------- scoring
@@ -443,7 +400,7 @@ def score(
     interval of each metric. A metric undefined on these
     examples (ROC-AUC without probabilities or with a class absent) is None and has no interval."""
     names = names_for(kind) if names is None else check_names(names, kind, where)
-    data = _PREPARE[kind](inputs, names, labels, where)
+    data = KINDS[kind].prepare(inputs, names, labels, where)
     point = _values(data, names, None)[0]
     result: dict = {
         name: (float(v) if np.isfinite(v) else None) for name, v in zip(names, point, strict=True)
@@ -521,8 +478,8 @@ def paired(
     from a paired bootstrap (the same resampled examples for both), and a two-sided p-value: McNemar's
     test for accuracy, the paired bootstrap's (stats.bootstrap_p) for every other metric."""
     check_names([name], kind, where)
-    data_a = _PREPARE[kind](a, [name], labels, f"{where} (model a)")
-    data_b = _PREPARE[kind](b, [name], labels, f"{where} (model b)")
+    data_a = KINDS[kind].prepare(a, [name], labels, f"{where} (model a)")
+    data_b = KINDS[kind].prepare(b, [name], labels, f"{where} (model b)")
     _same_examples(kind, data_a, data_b, where)
     va, vb = float(_values(data_a, [name], None)[0, 0]), float(_values(data_b, [name], None)[0, 0])
     if not (np.isfinite(va) and np.isfinite(vb)):
@@ -543,20 +500,13 @@ def paired(
         "ci": stats.percentile_ci(differences) or [vb - va, vb - va],
         "n": n,
     }
-    if name in ("accuracy", "preference_accuracy"):  # right or wrong per example: McNemar
-        test = stats.mcnemar(_right(data_a), _right(data_b))
+    if (right := METRICS[name].right) is not None:  # right or wrong per example: McNemar
+        test = stats.mcnemar(right(data_a), right(data_b))
         result.update(p_value=test["p_value"], test="mcnemar", mcnemar=test)
     else:
         result.update(p_value=stats.bootstrap_p(differences, vb - va), test="paired bootstrap")
     result["significant"] = bool(result["p_value"] < SIGNIFICANCE)
     return result
-
-
-def _right(data: dict) -> np.ndarray:
-    """Which examples a model got right: its label, or its preference (chosen above rejected)."""
-    if "y_pred" in data:
-        return data["y_pred"] == data["y_true"]
-    return data["columns"]["correct"][:, 0] > 0.5
 
 
 def _difference(data_a: dict, data_b: dict, name: str, idx: np.ndarray) -> np.ndarray:
@@ -568,7 +518,7 @@ def _same_examples(kind: str, a: dict, b: dict, where: str) -> None:
         raise LmtuneError(
             f"{where}: model a has {a['n']} examples, model b {b['n']}; a paired test needs the same examples"
         )
-    truth = {"classify": "y_true", "generate": "references"}.get(kind)
+    truth = KINDS[kind].truth
     if truth and not np.array_equal(np.asarray(a[truth]), np.asarray(b[truth])):
         raise LmtuneError(
             f"{where}: the two models' {truth} differ; a paired test needs the same examples in the same order"
@@ -577,3 +527,6 @@ def _same_examples(kind: str, a: dict, b: dict, where: str) -> None:
         raise LmtuneError(
             f"{where}: the models know {a['k']} and {b['k']} classes; pass labels= to pair them"
         )
+
+
+load_measures()  # the kinds of score tasks register themselves (the last statement: they import this)

@@ -24,17 +24,18 @@ def _pad(batch: list[list[int]], pad_id: int, left: bool) -> tuple[torch.Tensor,
 
 
 def _cut(new_ids: list[int], tokenizer, stop: Stop) -> dict:
-    """The answer up to its first stop token or stop string, and whether one was reached."""
-    stopped = False
+    """The answer up to its first stop token or stop string, and whether one was reached; "ids" are the
+    tokens the model chose, its stop token included (what a score of the answer itself reads)."""
+    stopped, chosen = False, new_ids
     for i, token in enumerate(new_ids):
         if token in stop.token_ids:
-            new_ids, stopped = new_ids[:i], True
+            new_ids, chosen, stopped = new_ids[:i], new_ids[: i + 1], True
             break
     text = tokenizer.decode(new_ids, skip_special_tokens=True)
     for marker in stop.strings:
         if marker in text:
             text, stopped = text.split(marker, 1)[0], True
-    return {"answer": text.strip(), "stopped": stopped, "new_tokens": len(new_ids)}
+    return {"answer": text.strip(), "stopped": stopped, "new_tokens": len(new_ids), "ids": chosen}
 
 
 def generate_answers(
@@ -48,8 +49,10 @@ def generate_answers(
     attention: str = "auto",
     desc: str = "generate",
     streamer=None,
+    ids: bool = False,
 ) -> list[dict]:
-    """Answer each tokenized prompt; `settings` is the evaluation.generation config section."""
+    """Answer each tokenized prompt; `settings` is the evaluation.generation config section. `ids`: keep
+    each answer's token ids as the model chose them ("ids"), for a score of the answers themselves."""
     model.eval()
     model.to(device())
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else stop.token_ids[0]
@@ -86,6 +89,8 @@ def generate_answers(
                 if encoder_decoder and row and row[0] == model.config.decoder_start_token_id:
                     row = row[1:]
                 results[i] = _cut(row, tokenizer, stop)
+                if not ids:
+                    del results[i]["ids"]
             bar.update(len(index))
     set_attention(model, trained_with)
     return results

@@ -2,7 +2,8 @@
 
 `TASKS[name]` is what other modules may ask about a task without importing its recipe (or torch): the
 row kind its data pipeline makes, its validation metrics, its baselines, the kinds of score its
-evaluation reports and the headline columns of its results table. A recipe module provides
+evaluation reports, the headline columns of its results table, the forgetting check's kinds, and the
+torch-free modules that register its own scores and diagnosis rules. A recipe module provides
 `prepare(config)` (read and validate everything, no side effects), `train(config, prepared, run_dir,
 resume, callbacks)`, `evaluate(run_dir, data, **reader)`, `predictions_on(...)` and `predict(run_dir, texts)`.
 """
@@ -22,6 +23,9 @@ class Task:
     baselines: tuple[str, ...]  # models scored beside the tuned one (evaluation.baselines)
     scores: tuple[str, ...]  # kinds of the metrics registry its evaluation reports (evaluation.metrics)
     columns: tuple[str, ...]  # headline columns of its results: terminal table, cross-validation plot
+    forgetting: tuple[str, ...]  # what audit's forgetting check can measure on it; the first is "auto"
+    # torch-free modules that register its own metric kinds and diagnosis rules (load_measures)
+    measures: tuple[str, ...] = ()
 
 
 _GENERATIVE_COLUMNS = ("loss", "perplexity", "rougeL", "bleu", "exact_match", "stop_rate")
@@ -34,6 +38,8 @@ TASKS: dict[str, Task] = {
         baselines=("base", "probe"),
         scores=("classify",),
         columns=("accuracy", "precision_macro", "recall_macro", "f1_macro"),
+        # an encoder classifier has no language-model head
+        forgetting=("probe",),
     ),
     "sft": Task(
         "lmtune.tasks.sft",
@@ -42,6 +48,7 @@ TASKS: dict[str, Task] = {
         baselines=("base",),
         scores=("generate", "lm"),
         columns=_GENERATIVE_COLUMNS,
+        forgetting=("perplexity", "probe"),
     ),
     "seq2seq": Task(
         "lmtune.tasks.seq2seq",
@@ -50,16 +57,34 @@ TASKS: dict[str, Task] = {
         baselines=("base",),
         scores=("generate", "lm"),
         columns=_GENERATIVE_COLUMNS,
+        forgetting=("perplexity",),  # a seq2seq body needs decoder inputs to give hidden states
     ),
     "preference": Task(
         "lmtune.tasks.preference",
         rows="preference",
         metrics=("loss",),
         baselines=("base",),
-        scores=("preference",),
-        columns=("preference_accuracy", "implicit_reward_accuracy", "reward_margin", "stop_rate"),
+        scores=("preference", "unpaired_preference", "policy_kl"),
+        # pairs fill the first two, unpaired (KTO) answers the next two; a column no model has is left out
+        columns=(
+            "preference_accuracy",
+            "implicit_reward_accuracy",
+            "desirable_auc",
+            "implicit_reward_auc",
+            "kl_to_reference",
+            "stop_rate",
+        ),
+        forgetting=("perplexity", "probe"),  # a decoder, as in sft
+        measures=("lmtune.tasks.preference_measures",),
     ),
 }
+
+
+def load_measures() -> None:
+    """Import every task's measures modules (once): they register their metric kinds and diagnosis
+    rules, so the registries know every task's scores without a table of their own."""
+    for module in dict.fromkeys(m for task in TASKS.values() for m in task.measures):
+        importlib.import_module(module)
 
 
 def recipe(task: str) -> ModuleType:

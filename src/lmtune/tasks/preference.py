@@ -18,14 +18,16 @@ of both answers; generated answers to the held-out prompts give the stop rate an
 from __future__ import annotations
 
 import json
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import torch
 from datasets import Dataset
 from transformers import set_seed
 
-from lmtune import assets
+from lmtune import assets, shims
 from lmtune.config import RunConfig
 from lmtune.data.batches import Encoded
 from lmtune.data.pipeline import prepare_data
@@ -34,14 +36,16 @@ from lmtune.errors import LmtuneError
 from lmtune.evaluate import checks, metrics, predictions
 from lmtune.evaluate.generation import answer_prompts, heldout_loss
 from lmtune.models.chat_template import Stop, apply_template, end_of_turn, render
-from lmtune.models.load import load_generative, load_tokenizer, position_limit
+from lmtune.models.load import device, load_generative, load_tokenizer, position_limit
 from lmtune.models.methods import load_options
+from lmtune.models.precision import inference_precision
 from lmtune.models.weights import merge
 from lmtune.page import png, subplots, table
+from lmtune.progress import progress
 from lmtune.runs import MARKER, read_run
 from lmtune.tasks import components, generative, sft
 from lmtune.tasks.contract import TrainResult
-from lmtune.train import check_setup, fit, preference_trainer
+from lmtune.train import check_setup, fit, guarded_trainer, training_settings
 
 
 @dataclass
@@ -210,28 +214,43 @@ def _as_encoded(pairs: list[Pair], answer: str) -> list[Encoded]:
 
 
 def log_probs(config: RunConfig, model, tokenizer, pairs: list[Pair], desc: str) -> dict:
-    """Each pair's summed log-probability of its chosen and rejected answers and their token counts."""
+    """Each pair's summed log-probability of its chosen and rejected answers and their token counts; for
+    unpaired answers, each answer's ("logp", "tokens") and whether it is desirable."""
+    answers = ("chosen",) if pairs[0].rejected_ids is None else ("chosen", "rejected")
     out = {}
-    for answer in ("chosen", "rejected"):
+    for answer in answers:
         loss = heldout_loss(
             config, model, tokenizer.pad_token_id, _as_encoded(pairs, answer), f"{desc}: {answer}"
         )
         out[f"{answer}_logp"] = [-s for s in loss["per_example"]["loss_sum"]]
         out[f"{answer}_tokens"] = loss["per_example"]["tokens"]
+    if len(answers) == 1:
+        return {
+            "logp": out["chosen_logp"],
+            "tokens": out["chosen_tokens"],
+            "desirable": [p.desirable for p in pairs],
+        }
     return out
+
+
+def kind_of(pairs: list[Pair]) -> str:
+    """The metrics registry's kind for these held-out rows (lmtune.tasks.preference_measures)."""
+    return "unpaired_preference" if pairs[0].rejected_ids is None else "preference"
 
 
 def score_pairs(
     config: RunConfig, model, tokenizer, stop: Stop, pairs: list[Pair], desc: str, reference=None
 ):
     """Preference metrics with intervals (`reference`: the starting model's log-probabilities, for the
-    implicit-reward accuracy), and generated answers to the first held-out prompts: stop rate and length."""
+    implicit rewards), and generated answers to the first held-out prompts: stop rate and length."""
     logp = log_probs(config, model, tokenizer, pairs, desc)
     inputs = dict(logp)
     if reference is not None:
-        inputs.update(ref_chosen_logp=reference["chosen_logp"], ref_rejected_logp=reference["rejected_logp"])
-    result = metrics.score("preference", inputs, seed=config.training.seed, where=f"{desc}: pairs")
-    generated = answer_prompts(config, model, tokenizer, stop, _as_encoded(pairs, "chosen"), desc)
+        inputs.update({f"ref_{key}": value for key, value in reference.items() if key.endswith("logp")})
+    kind = kind_of(pairs)
+    result = metrics.score(kind, inputs, seed=config.training.seed, where=f"{desc}: held-out {kind}")
+    chats = _as_encoded(pairs, "chosen")
+    generated = answer_prompts(config, model, tokenizer, stop, chats, desc, ids=True)
     result["ci"].update({k: v for k, v in generated.get("ci", {}).items() if k in ("rougeL",)})
     for key in ("stop_rate", "prompts", "answers", "rougeL"):
         if key in generated:
@@ -242,7 +261,126 @@ def score_pairs(
     return result
 
 
+def _next_token_log_probs(model, ids: list[int], prompt: int, autocast) -> torch.Tensor:
+    """Log-probabilities over the vocabulary at each position after the prompt (answer token i's row)."""
+    with autocast, torch.inference_mode():
+        logits = model(input_ids=torch.tensor([ids], device=device())).logits[0, prompt - 1 : -1]
+    return logits.float().log_softmax(-1)
+
+
+@contextmanager
+def _reference_scorer(config: RunConfig, model, prepared: Prepared, autocast):
+    """_next_token_log_probs of the model tuning started from: an adapter's base is the tuned model with
+    the adapter off; after a full fine-tune the starting weights are loaded again (a second copy, only
+    while the measure runs)."""
+    if hasattr(model, "disable_adapter"):
+
+        def score(ids: list[int], prompt: int) -> torch.Tensor:
+            with model.disable_adapter():
+                return _next_token_log_probs(model, ids, prompt, autocast)
+
+        yield score
+        return
+    reference = _load_start(config, prepared.model_path, prepared.start).to(device()).eval()
+    yield lambda ids, prompt: _next_token_log_probs(reference, ids, prompt, autocast)
+
+
+def kl_to_reference(
+    config: RunConfig, model, prepared: Prepared, prompts: list[list[int]], answers: list[dict], desc: str
+) -> dict:
+    """KL(tuned ‖ reference) along the tuned model's own answers to held-out prompts: at each answer
+    token the exact KL of the two next-token distributions over the whole vocabulary, summed per answer
+    (no sampling estimate at any position: the answers are what the tuned model said, and the divergence
+    at each of their positions is computed in full). policy_kl metrics, with intervals over the answers."""
+    autocast = torch.autocast(
+        device().type, dtype=torch.bfloat16, enabled=inference_precision(config, model) == "bf16"
+    )
+    kept = [(p, a["ids"]) for p, a in zip(prompts, answers, strict=True) if a["ids"]]
+    if not kept:
+        return {}
+    model.eval()
+    kl_sum = []
+    with (
+        _reference_scorer(config, model, prepared, autocast) as reference,
+        progress(len(kept), desc=f"{desc}: KL to reference", unit="answer") as bar,
+    ):
+        for p, ids in kept:
+            policy = _next_token_log_probs(model, p + ids, len(p), autocast)
+            kl_sum.append(float((policy.exp() * (policy - reference(p + ids, len(p)))).sum()))
+            bar.update(1)
+    inputs = {"kl_sum": kl_sum, "tokens": [len(ids) for _, ids in kept]}
+    return metrics.score("policy_kl", inputs, seed=config.training.seed, where=f"{desc}: KL to reference")
+
+
 # ------------------------------------------------------------------------------ training
+
+
+def trainer_for(
+    config: RunConfig, run_dir: Path, *, model, tokenizer, train_dataset, eval_dataset, callbacks: tuple = ()
+):
+    """TRL's DPOTrainer (preference.loss dpo, ipo) or KTOTrainer (kto) with lmtune's Guards, callbacks and
+    training settings. The reference: an adapter's base (TRL keeps a frozen copy of the fresh adapter,
+    no second model) or, for methods that change the model's own weights, log-probabilities precomputed
+    once before training. No gradient checkpointing unless asked (TRL's default is on; it costs ~40%)."""
+    from trl import DPOConfig, DPOTrainer, KTOConfig, KTOTrainer
+
+    p = config.preference
+    has_validation, settings = training_settings(config, run_dir, model, train_dataset, eval_dataset)
+    settings.update(
+        gradient_checkpointing=False,
+        max_length=config.model.max_length,
+        beta=p.beta,
+        disable_dropout=True,
+        # TRL's validation holds each batch's vocabulary-sized logits for both answers (64 pairs of 512
+        # tokens: ~13 GB and minutes per batch on the HH pairs); batches as wide as training's cost no more
+        per_device_eval_batch_size=min(config.training.eval_batch_size, config.training.batch_size),
+        dataset_num_proc=None,
+        # True: TRL otherwise reruns every validation batch through the plain forward for vocabulary-sized
+        # logits nothing reads, and the Trainer gathers them all (gigabytes on a few hundred pairs)
+        prediction_loss_only=True,
+        # training.group_by_length reads the `length` the recipe gives each pair; TRL's collator reads only
+        # its own keys, so the column may stay
+        remove_unused_columns=False,
+    )
+    reference = {"ref_model": None}  # dpo, ipo, kto: see above; simpo and orpo need no reference
+    if p.loss in ("dpo", "ipo", "kto"):
+        settings["precompute_ref_log_probs"] = not hasattr(model, "peft_config")
+    if p.loss == "kto":  # its KL term pairs each answer with its neighbours in a fixed-order batch
+        settings["train_sampling_strategy"] = "sequential"
+        weights = {"desirable_weight": p.desirable_weight, "undesirable_weight": p.undesirable_weight}
+        args, kind = KTOConfig(**settings, **weights), KTOTrainer
+    elif p.loss == "simpo":  # CPO with the SimPO loss and no behaviour-cloning term
+        make_args, kind = shims.trl_experimental("cpo")
+        args, reference = (
+            make_args(**settings, loss_type="simpo", cpo_alpha=0.0, simpo_gamma=p.simpo_gamma),
+            {},
+        )
+    elif p.loss == "orpo":
+        make_args, kind = shims.trl_experimental("orpo")
+        args, reference = make_args(**settings), {}
+    else:
+        loss_type = {"dpo": "sigmoid", "ipo": "ipo"}[p.loss]
+        losses = {loss_type: 1.0, **({"sft": p.sft_weight} if p.sft_weight else {})}
+        args = DPOConfig(
+            **settings,
+            loss_type=list(losses),
+            loss_weights=list(losses.values()),
+            label_smoothing=p.label_smoothing,
+        )
+        kind = DPOTrainer
+    return guarded_trainer(
+        kind,
+        config,
+        run_dir,
+        has_validation=has_validation,
+        eval_dataset=eval_dataset,
+        callbacks=callbacks,
+        model=model,
+        **reference,
+        args=args,
+        train_dataset=train_dataset,
+        processing_class=tokenizer,
+    )
 
 
 def _rows(pairs: list[Pair], unpaired: bool) -> Dataset:
@@ -275,19 +413,18 @@ def train(
     _save_splits(prepared.splits, run_dir / "data")
     tokenizer, model, splits, stop = prepared.tokenizer, prepared.model, prepared.splits, prepared.stop
     unpaired = config.preference.loss == "kto"
-    results: dict[str, dict] = {}
-    base = None
-    if not unpaired:
-        results["base"] = score_pairs(config, model, tokenizer, stop, splits["test"], "base")
-        base = results["base"]["per_example"]
+    test = splits["test"]
+    results = {}
+    if "base" in config.evaluation.baselines:  # a search's trials skip it; then no implicit rewards either
+        results["base"] = score_pairs(config, model, tokenizer, stop, test, "base")
     before = checks.measure(config, model, tokenizer, prepared.report["references"])
 
     model, params = components.adapt(config, model)
     print(
-        f"data: {len(splits['train'])} train / {len(splits['validation'])} validation / {len(splits['test'])} "
+        f"data: {len(splits['train'])} train / {len(splits['validation'])} validation / {len(test)} "
         f"test {'answers' if unpaired else 'pairs'}; {len(prepared.report['skipped'])} skipped at tokenisation"
     )
-    trainer = preference_trainer(
+    trainer = trainer_for(
         config,
         run_dir,
         model=model,
@@ -298,22 +435,17 @@ def train(
     )
     history = fit(trainer, run_dir, resume)
     model = trainer.model
-    if not unpaired:
-        results["tuned"] = score_pairs(
-            config, model, tokenizer, stop, splits["test"], "tuned", reference=base
-        )
+    reference = results["base"]["per_example"] if results else None
+    tuned = score_pairs(config, model, tokenizer, stop, test, "tuned", reference=reference)
+    generated = tuned.get("answers", [])
+    prompts = [p.prompt_ids for p in test[: len(generated)]]  # the first held-out prompts were answered
+    drift = kl_to_reference(config, model, prepared, prompts, generated, "tuned")
+    tuned["ci"].update(drift.pop("ci", {}))
+    tuned.update({k: v for k, v in drift.items() if k != "n"})
+    results["tuned"] = tuned
     audits = checks.compare(config, model, tokenizer, prepared.report["references"], before)
-    kinds = (
-        {
-            "preference": predictions.kind_block(
-                [p.where for p in splits["test"]], {}, {n: r.pop("per_example") for n, r in results.items()}
-            )
-        }
-        if results
-        else {}
-    )
-    if kinds:
-        predictions.save(run_dir, kinds)
+    scored = {name: r.pop("per_example") for name, r in results.items()}
+    predictions.save(run_dir, {kind_of(test): predictions.kind_block([p.where for p in test], {}, scored)})
     info = {"template": prepared.template, "stop": stop.__dict__, "started_from": str(prepared.model_path)}
     generative.save_model(config, prepared.model_path, model, tokenizer, stop, info, run_dir / "model")
     answers = {name: r.pop("answers", []) for name, r in results.items()}
@@ -331,7 +463,9 @@ def train(
             "model": config.model.name,
             "method": f"{config.method.name} ({params[0]:,} / {params[1]:,} trainable)",
             "reference": _reference(config),
-            "pairs (train / validation / test)": " / ".join(str(v) for v in rows.values()),
+            f"{'answers' if unpaired else 'pairs'} (train / validation / test)": " / ".join(
+                str(v) for v in rows.values()
+            ),
             "steps": out["steps"],
         },
         sections=sections(results, answers, splits["test"], history)
@@ -360,12 +494,18 @@ def _save_splits(splits: dict[str, list[Pair]], folder: Path) -> None:
                 out.write(json.dumps(row, ensure_ascii=False) + "\n")
 
 
-SHOWN = (
+SHOWN = (  # the report's table; a row no model has (pairs or unpaired answers) is left out
     "preference_accuracy",
     "implicit_reward_accuracy",
     "reward_margin",
     "chosen_logp_per_token",
     "rejected_logp_per_token",
+    "desirable_auc",
+    "implicit_reward_auc",
+    "desirable_logp_per_token",
+    "undesirable_logp_per_token",
+    "kl_to_reference",
+    "kl_per_answer",
     "stop_rate",
     "answer_tokens",
 )
@@ -397,11 +537,11 @@ def curves(history: list[dict]) -> str | None:
 def sections(results: dict, answers: dict, test: list[Pair], history: list[dict]) -> list[tuple[str, str]]:
     plot = curves(history)
     training = [("Preference training curves", plot)] if plot else []
-    if not results:
-        return training
     header = ["score", *results]
     rows = []
     for name in SHOWN:
+        if all(name not in r for r in results.values()):
+            continue
         cells = []
         for r in results.values():
             value, ci = r.get(name), r.get("ci", {}).get(name)
@@ -415,7 +555,10 @@ def sections(results: dict, answers: dict, test: list[Pair], history: list[dict]
         cells += [a[i]["answer"][:400] if i < len(a) else "" for a in answers.values()]
         samples.append(cells)
     return [
-        ("Held-out pairs: before and after", table(header, rows)),
+        (
+            f"Held-out {'pairs' if test[0].rejected_ids is not None else 'answers'}: before and after",
+            table(header, rows),
+        ),
         *training,
         ("Sample answers", table(["prompt", "chosen", *answers], samples)),
     ]
@@ -439,8 +582,8 @@ def evaluate(run_dir: Path, data: str | None = None, **reader) -> dict:
     """Preference scores of a finished run on its own held-out pairs (data/test.jsonl) or a file."""
     saved = predictions_on(run_dir, data, **reader)
     run = load(run_dir)
-    block = saved["kinds"]["preference"]["models"]["tuned"]
-    return metrics.score("preference", block, seed=run.config.training.seed, where="eval")
+    [(kind, block)] = saved["kinds"].items()
+    return metrics.score(kind, block["models"]["tuned"], seed=run.config.training.seed, where="eval")
 
 
 def predictions_on(run_dir: Path, data: str | None = None, *, base: bool = False, **reader) -> dict:
@@ -462,5 +605,5 @@ def predictions_on(run_dir: Path, data: str | None = None, *, base: bool = False
         }
     return {
         "labels": None,
-        "kinds": {"preference": predictions.kind_block([p.where for p in pairs], {}, models)},
+        "kinds": {kind_of(pairs): predictions.kind_block([p.where for p in pairs], {}, models)},
     }
