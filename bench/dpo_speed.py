@@ -9,7 +9,9 @@ the base with the adapter disabled (TRL: a frozen copy of the fresh adapter) as 
 - trl:    DPOTrainer(model=<path>, peft_config=LoraConfig(...)) on conversational prompt/chosen/rejected
           records; use_cpu is set (TRL's default bf16=True fails validation on a CPU without it).
 - lmtune: `python -m lmtune.cli train CONFIG` (task preference) on the same pairs, no validation split.
-- trl-no-gc (ask with --only): TRL with gradient checkpointing off: a diagnostic, NOT TRL's default.
+- trl-no-gc: TRL with gradient checkpointing off: a diagnostic, NOT TRL's default.
+- lmtune-no-group: lmtune with training.group_by_length off: a diagnostic that splits what grouping
+  pairs by length gives (speed) and costs (its longest batch comes first: the peak) from the rest.
 
 Each side runs in its own subprocess (bench/sides.py: its own peak RSS, and how many cores other
 processes kept busy). Tokens/s = the real tokens of the training pairs consumed (prompt + chosen and
@@ -55,7 +57,7 @@ DEFAULT_DATA = (
     / "hh_rlhf_harmless_base_test.jsonl.gz"
 )
 LORA = {"r": 16, "lora_alpha": 32, "lora_dropout": 0.0, "target_modules": TARGETS}  # peft names
-SIDES = ("trl", "lmtune", "trl-no-gc")
+SIDES = ("trl", "lmtune", "trl-no-gc", "lmtune-no-group")
 
 
 def encode(tokenizer, pair: dict) -> tuple[list[int], list[int], list[int]]:
@@ -122,7 +124,9 @@ def as_jsonl(pairs: list[dict], path: Path) -> None:
 # ------------------------------------------------------------------------------------------ sides
 
 
-def lmtune_command(args: argparse.Namespace, work: Path, steps: int) -> tuple[list[str], Path]:
+def lmtune_command(
+    args: argparse.Namespace, work: Path, steps: int, side: str = "lmtune"
+) -> tuple[list[str], Path]:
     config = {
         "task": "preference",
         "model": {"name": MODEL, "max_length": args.max_length},
@@ -147,13 +151,15 @@ def lmtune_command(args: argparse.Namespace, work: Path, steps: int) -> tuple[li
             "scheduler": "linear",
             "weight_decay": 0.0,
             "seed": args.seed,
+            # lmtune-no-group: the diagnostic that splits the speed (and peak) of grouping from the rest
+            "group_by_length": side != "lmtune-no-group",
         },
         "evaluation": {"baselines": [], "generation": {"prompts": 0}},
-        "output": {"dir": str(work / "runs"), "name": "lmtune"},
+        "output": {"dir": str(work / "runs"), "name": side},
     }
-    path = work / "lmtune.yaml"
+    path = work / f"{side}.yaml"
     path.write_text(yaml.safe_dump(config, sort_keys=False))
-    return [sys.executable, "-m", "lmtune.cli", "train", str(path), "--overwrite"], work / "runs" / "lmtune"
+    return [sys.executable, "-m", "lmtune.cli", "train", str(path), "--overwrite"], work / "runs" / side
 
 
 def trl_worker(spec_path: Path) -> None:
@@ -194,8 +200,8 @@ def trl_settings(args: argparse.Namespace, steps: int, no_gc: bool = False) -> d
 
 
 def run_side(side: str, args: argparse.Namespace, work: Path, model_path: str, steps: int) -> dict[str, Any]:
-    if side == "lmtune":
-        cmd, run_dir = lmtune_command(args, work, steps)
+    if side.startswith("lmtune"):
+        cmd, run_dir = lmtune_command(args, work, steps, side)
         out, metrics = lmtune_side(work / side, cmd, run_dir)
         return out | {"train_runtime_s": metrics["train_runtime_s"], "steps": metrics["steps"]}
     spec = {
@@ -258,7 +264,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--warmup", type=float, default=0.1, help="warmup, as a ratio of the steps")
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--max-length", type=int, default=384)
-    parser.add_argument("--only", default="trl,lmtune,trl-no-gc", help=f"comma list of: {', '.join(SIDES)}")
+    parser.add_argument("--only", default=",".join(SIDES), help=f"comma list of: {', '.join(SIDES)}")
     parser.add_argument("--json", type=Path, help="also write the results here")
     parser.add_argument("--keep", action="store_true", help="keep the work folder")
     parser.add_argument("--trl-worker", type=Path, help=argparse.SUPPRESS)

@@ -77,13 +77,15 @@ def verdicts(results: dict[str, dict[str, Any]], quality: str, key: str, digits:
         lines.append(
             "trl-no-gc: TRL with gradient_checkpointing=False, NOT its default (a diagnostic variant)"
         )
+    if "lmtune-no-group" in results:
+        lines.append("lmtune-no-group: lmtune with training.group_by_length false (a diagnostic variant)")
     lines.append("")
-    for peer in ("trl", "trl-no-gc"):
-        if "lmtune" in results and peer in results:
-            a, b = results["lmtune"], results[peer]
+    for ours in (side for side in results if side.startswith("lmtune")):
+        for peer in (peer for peer in ("trl", "trl-no-gc") if peer in results):
+            a, b = results[ours], results[peer]
             lines.append(
-                f"lmtune / {peer}: tokens/s {a['tokens_per_s'] / b['tokens_per_s']:.2f}x, "
+                f"{ours} / {peer}: tokens/s {a['tokens_per_s'] / b['tokens_per_s']:.2f}x, "
                 f"peak RSS {a['peak_rss_mib'] / b['peak_rss_mib']:.2f}x; "
-                f"{quality} lmtune - {peer} = {a[key] - b[key]:+.{digits}f}"
+                f"{quality} {ours} - {peer} = {a[key] - b[key]:+.{digits}f}"
             )
     return lines
