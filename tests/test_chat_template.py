@@ -104,7 +104,9 @@ def test_answers_are_cut_at_the_first_stop_token_or_string(tokenizer):
         "answer": "Paris.",
         "stopped": True,
         "new_tokens": len(ids),
+        "ids": ids + [eos],  # what the model chose, its stop token included (a score of the answer reads it)
     }
     assert _cut(ids, tokenizer, Stop([eos], []))["stopped"] is False
+    assert _cut(ids, tokenizer, Stop([eos], []))["ids"] == ids
     marked = tokenizer.encode("Paris.<|eot_id|>more", add_special_tokens=False)
     assert _cut(marked, tokenizer, Stop([eos], ["<|eot_id|>"]))["answer"] == "Paris."
