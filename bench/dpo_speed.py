@@ -129,7 +129,7 @@ def lmtune_command(
 ) -> tuple[list[str], Path]:
     config = {
         "task": "preference",
-        "model": {"name": MODEL, "max_length": args.max_length},
+        "model": {"name": MODEL, "max_length": args.max_length, "attn_implementation": args.attention},
         "data": {
             "train": str(work / "train.jsonl"),
             "test": str(work / "test.jsonl"),
@@ -264,6 +264,11 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--warmup", type=float, default=0.1, help="warmup, as a ratio of the steps")
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--max-length", type=int, default=384)
+    parser.add_argument(
+        "--attention",
+        default="auto",
+        help="model.attn_implementation of the lmtune sides (auto: lmtune's choice)",
+    )
     parser.add_argument("--only", default=",".join(SIDES), help=f"comma list of: {', '.join(SIDES)}")
     parser.add_argument("--json", type=Path, help="also write the results here")
     parser.add_argument("--keep", action="store_true", help="keep the work folder")

@@ -18,6 +18,7 @@ of both answers; generated answers to the held-out prompts give the stop rate an
 from __future__ import annotations
 
 import json
+import statistics
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,7 +37,14 @@ from lmtune.errors import LmtuneError
 from lmtune.evaluate import checks, metrics, predictions
 from lmtune.evaluate.generation import answer_prompts, heldout_loss
 from lmtune.models.chat_template import Stop, apply_template, end_of_turn, render
-from lmtune.models.load import device, load_generative, load_tokenizer, position_limit
+from lmtune.models.load import (
+    device,
+    load_generative,
+    load_tokenizer,
+    position_limit,
+    set_attention,
+    training_attention,
+)
 from lmtune.models.methods import load_options
 from lmtune.models.precision import inference_precision
 from lmtune.models.weights import merge
@@ -420,6 +428,12 @@ def train(
     before = checks.measure(config, model, tokenizer, prepared.report["references"])
 
     model, params = components.adapt(config, model)
+    # the kernel SFT picks for rows this long (models.load.training_attention: sdpa above 256 tokens)
+    widest = statistics.median(
+        len(p.prompt_ids) + max(len(p.chosen_ids), len(p.rejected_ids or [])) for p in splits["train"]
+    )
+    if kernel := training_attention(config.model.attn_implementation, widest):
+        set_attention(model, kernel)
     print(
         f"data: {len(splits['train'])} train / {len(splits['validation'])} validation / {len(test)} "
         f"test {'answers' if unpaired else 'pairs'}; {len(prepared.report['skipped'])} skipped at tokenisation"
