@@ -12,7 +12,7 @@ from lmtune.models.chat_template import Stop
 from lmtune.models.generate import generate_answers
 from lmtune.models.load import device
 from lmtune.models.loss import row_losses
-from lmtune.models.precision import inference_precision
+from lmtune.models.precision import bf16_autocast, inference_precision
 from lmtune.progress import progress
 
 
@@ -37,7 +37,7 @@ def heldout_loss(config, model, pad_id: int, encoded: list, desc: str) -> dict:
     size = config.training.eval_batch_size
     loss_sum, tokens = [0.0] * len(encoded), [0] * len(encoded)
     precision = inference_precision(config, model)
-    autocast = torch.autocast(device().type, dtype=torch.bfloat16, enabled=precision == "bf16")
+    autocast = bf16_autocast(precision)
     with progress(len(order), desc=f"{desc}: loss", unit="ex") as bar:
         for rows in _budgeted(order, encoded, size):
             batch = make_batch(

@@ -7,6 +7,7 @@ import torch
 
 from lmtune.models.chat_template import Stop
 from lmtune.models.load import device, inference_attention, set_attention
+from lmtune.models.precision import bf16_autocast
 from lmtune.progress import progress
 
 
@@ -71,7 +72,7 @@ def generate_answers(
     order = np.argsort([len(p) for p in prompts], kind="stable")
     results: list[dict] = [None] * len(prompts)  # type: ignore[list-item]
     trained_with = model.config._attn_implementation
-    autocast = torch.autocast(device().type, dtype=torch.bfloat16, enabled=precision == "bf16")
+    autocast = bf16_autocast(precision)
     with progress(len(prompts), desc=desc, unit="prompt", enabled=streamer is None) as bar:
         for start in range(0, len(prompts), settings.batch_size):
             index = order[start : start + settings.batch_size]

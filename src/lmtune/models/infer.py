@@ -6,7 +6,7 @@ import numpy as np
 import torch
 
 from lmtune.models.load import device, inference_attention, set_attention
-from lmtune.models.precision import inference_precision
+from lmtune.models.precision import bf16_autocast, inference_precision
 from lmtune.progress import progress
 
 
@@ -42,7 +42,7 @@ def forward_batches(
     model.to(device())  # outside inference mode: weights moved inside it could never train again
     order = np.argsort([len(t) for t in texts], kind="stable")
     outputs: list[np.ndarray] = [None] * len(texts)  # type: ignore[list-item]
-    autocast = torch.autocast(device().type, dtype=torch.bfloat16, enabled=precision == "bf16")
+    autocast = bf16_autocast(precision)
     trained_with = model.config._attn_implementation
     with progress(len(texts), desc=desc, unit="ex") as bar, autocast, torch.inference_mode():
         for start in range(0, len(texts), batch_size):

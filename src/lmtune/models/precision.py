@@ -10,6 +10,7 @@ import torch
 
 from lmtune.config import RunConfig
 from lmtune.errors import LmtuneError
+from lmtune.models.load import device
 from lmtune.models.methods import count_parameters
 
 # On a GPU a small model is bound by kernel launches, and autocast's extra cast kernels cost more
@@ -48,3 +49,8 @@ def inference_precision(config: RunConfig, model) -> str:
     if requested == "fp16" and not torch.cuda.is_available():
         requested = "auto"
     return resolve_precision(requested, count_parameters(model)[1])
+
+
+def bf16_autocast(precision: str) -> torch.autocast:
+    """bf16 autocast on the device models run on when `precision` is bf16; a no-op context otherwise."""
+    return torch.autocast(device().type, dtype=torch.bfloat16, enabled=precision == "bf16")

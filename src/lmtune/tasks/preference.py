@@ -46,7 +46,7 @@ from lmtune.models.load import (
     training_attention,
 )
 from lmtune.models.methods import load_options
-from lmtune.models.precision import inference_precision
+from lmtune.models.precision import bf16_autocast, inference_precision
 from lmtune.models.weights import merge
 from lmtune.page import png, subplots, table
 from lmtune.progress import progress
@@ -68,6 +68,15 @@ class Pair:
     chosen: str
     rejected: str | None
     desirable: bool | None = None  # unpaired only
+
+    @property
+    def unpaired(self) -> bool:
+        return self.rejected_ids is None
+
+    @property
+    def length(self) -> int:
+        """Prompt + the longer answer: the width TRL pads the pair to, what max_length and grouping read."""
+        return len(self.prompt_ids) + max(len(self.chosen_ids), len(self.rejected_ids or []))
 
 
 @dataclass
@@ -113,17 +122,15 @@ def encode_split(config: RunConfig, tokenizer, rows, report: dict) -> list[Pair]
         first = row["chosen"] if row["chosen"] is not None else row["completion"]
         prompt_ids, chosen_ids = encode(tokenizer, prompt, first)
         rejected_ids = encode(tokenizer, prompt, row["rejected"])[1] if row["rejected"] is not None else None
-        longest = len(prompt_ids) + max(len(chosen_ids), len(rejected_ids or []))
-        if longest > limit:
-            problem = f"prompt + answer is {longest} tokens after templating, longer than model.max_length = {limit}"
+        desirable = None if row["completion"] is None else row["label"] == "true"
+        pair = Pair(
+            row["where"], prompt, prompt_ids, chosen_ids, rejected_ids, first, row["rejected"], desirable
+        )
+        if pair.length > limit:
+            problem = f"prompt + answer is {pair.length} tokens after templating, longer than model.max_length = {limit}"
             generative.bad_record(config, row["where"], problem, report)
             continue
-        desirable = None if row["completion"] is None else row["label"] == "true"
-        out.append(
-            Pair(
-                row["where"], prompt, prompt_ids, chosen_ids, rejected_ids, first, row["rejected"], desirable
-            )
-        )
+        out.append(pair)
     return out
 
 
@@ -224,7 +231,7 @@ def _as_encoded(pairs: list[Pair], answer: str) -> list[Encoded]:
 def log_probs(config: RunConfig, model, tokenizer, pairs: list[Pair], desc: str) -> dict:
     """Each pair's summed log-probability of its chosen and rejected answers and their token counts; for
     unpaired answers, each answer's ("logp", "tokens") and whether it is desirable."""
-    answers = ("chosen",) if pairs[0].rejected_ids is None else ("chosen", "rejected")
+    answers = ("chosen",) if pairs[0].unpaired else ("chosen", "rejected")
     out = {}
     for answer in answers:
         loss = heldout_loss(
@@ -243,7 +250,7 @@ def log_probs(config: RunConfig, model, tokenizer, pairs: list[Pair], desc: str)
 
 def kind_of(pairs: list[Pair]) -> str:
     """The metrics registry's kind for these held-out rows (lmtune.tasks.preference_measures)."""
-    return "unpaired_preference" if pairs[0].rejected_ids is None else "preference"
+    return "unpaired_preference" if pairs[0].unpaired else "preference"
 
 
 def score_pairs(
@@ -300,9 +307,7 @@ def kl_to_reference(
     token the exact KL of the two next-token distributions over the whole vocabulary, summed per answer
     (no sampling estimate at any position: the answers are what the tuned model said, and the divergence
     at each of their positions is computed in full). policy_kl metrics, with intervals over the answers."""
-    autocast = torch.autocast(
-        device().type, dtype=torch.bfloat16, enabled=inference_precision(config, model) == "bf16"
-    )
+    autocast = bf16_autocast(inference_precision(config, model))
     kept = [(p, a["ids"]) for p, a in zip(prompts, answers, strict=True) if a["ids"]]
     if not kept:
         return {}
@@ -408,7 +413,7 @@ def _rows(pairs: list[Pair], unpaired: bool) -> Dataset:
             "chosen": [[{"role": "assistant", "content": p.chosen}] for p in pairs],
             "rejected": [[{"role": "assistant", "content": p.rejected}] for p in pairs],
             # the padded length of the pair in a batch: what grouping batches by length reads
-            "length": [len(p.prompt_ids) + max(len(p.chosen_ids), len(p.rejected_ids)) for p in pairs],
+            "length": [p.length for p in pairs],
         }
     )
 
@@ -429,9 +434,7 @@ def train(
 
     model, params = components.adapt(config, model)
     # the kernel SFT picks for rows this long (models.load.training_attention: sdpa above 256 tokens)
-    widest = statistics.median(
-        len(p.prompt_ids) + max(len(p.chosen_ids), len(p.rejected_ids or [])) for p in splits["train"]
-    )
+    widest = statistics.median(p.length for p in splits["train"])
     if kernel := training_attention(config.model.attn_implementation, widest):
         set_attention(model, kernel)
     print(
@@ -570,7 +573,7 @@ def sections(results: dict, answers: dict, test: list[Pair], history: list[dict]
         samples.append(cells)
     return [
         (
-            f"Held-out {'pairs' if test[0].rejected_ids is not None else 'answers'}: before and after",
+            f"Held-out {'answers' if test[0].unpaired else 'pairs'}: before and after",
             table(header, rows),
         ),
         *training,
