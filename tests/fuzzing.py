@@ -485,21 +485,21 @@ class Key:
         return ".".join(self.path)
 
 
-def _submodel(annotation) -> tuple[type[BaseModel], bool] | None:
-    """(model, is a list of them) when a field holds a section."""
+def _submodels(annotation) -> list[tuple[type[BaseModel], bool]]:
+    """(model, is a list of them) for each section a field may hold: every member of a union (the
+    `method:` section is one method's settings, picked by name)."""
     if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-        return annotation, False
+        return [(annotation, False)]
     origin = get_origin(annotation)
+    if origin is typing.Annotated:
+        return _submodels(get_args(annotation)[0])
     if origin in (typing.Union, types.UnionType):
-        for arg in get_args(annotation):
-            found = _submodel(arg)
-            if found:
-                return found
+        return [found for arg in get_args(annotation) for found in _submodels(arg)]
     if origin is list:
         (arg,) = get_args(annotation)
         if isinstance(arg, type) and issubclass(arg, BaseModel):
-            return arg, True
-    return None
+            return [(arg, True)]
+    return []
 
 
 def walk_schema(model: type[BaseModel] = RunConfig, prefix: tuple[str, ...] = ()):
@@ -508,14 +508,15 @@ def walk_schema(model: type[BaseModel] = RunConfig, prefix: tuple[str, ...] = ()
     sections: list[tuple[str, ...]] = []
     for name, info in model.model_fields.items():
         path = (*prefix, name)
-        sub = _submodel(info.annotation)
-        if sub is None:
+        subs = _submodels(info.annotation)
+        if not subs:
             leaves.append(Key(path, info.annotation, tuple(info.metadata)))
             continue
         sections.append(path)
-        more_leaves, more_sections = walk_schema(sub[0], (*path, "[]") if sub[1] else path)
-        leaves += more_leaves
-        sections += more_sections
+        for sub, many in subs:
+            more_leaves, more_sections = walk_schema(sub, (*path, "[]") if many else path)
+            leaves += [leaf for leaf in more_leaves if leaf.path not in {k.path for k in leaves}]
+            sections += [s for s in more_sections if s not in sections]
     return leaves, sections
 
 
@@ -525,7 +526,7 @@ NUMERIC_LEAVES = [k for k in LEAVES if k.annotation in (int, float, int | None, 
 
 def _registries() -> dict[str, list]:
     from lmtune.evaluate.metrics import names_for_task
-    from lmtune.models.registry import METHODS
+    from lmtune.models.methods import METHODS
     from lmtune.tasks import TASKS
 
     metrics = sorted({m for task in TASKS for m in (*TASKS[task].metrics, *names_for_task(task))})

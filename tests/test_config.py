@@ -6,7 +6,7 @@ import pytest
 import yaml
 
 from lmtune.cli import main
-from lmtune.config import RunConfig, apply_overrides, load_config
+from lmtune.config import RunConfig, apply_overrides, dump_config, load_config, validate
 from lmtune.errors import LmtuneError
 
 
@@ -35,7 +35,19 @@ def test_defaults_are_valid_and_name_comes_from_file(tmp_path):
         ),
         ({"data": {"split": {"test": 1.5}}}, "data.split.test = 1.5: Input should be less than 1"),
         ({"data": {"split": {"test": 0.6, "validation": 0.5}}}, "leaves no training rows"),
-        ({"method": {"name": "magic"}}, "unknown method 'magic'; allowed: full, freeze, lora"),
+        (
+            {"method": {"name": "magic"}},
+            "method.name = 'magic': unknown method 'magic'; allowed: full, freeze, lora",
+        ),
+        (
+            {"method": {"name": "full", "lora": {"r": 4}}},
+            "method.lora is set, but method.name = 'full' does not read it (read by lora, dora, qlora)",
+        ),
+        (
+            {"method": {"name": "qlora", "qlora": {"quant_type": "int3"}}},
+            "method.qlora.quant_type = 'int3': Input should be 'nf4' or 'fp4'",
+        ),
+        ({"preference": {"beta": 0}}, "preference.beta = 0: Input should be greater than 0"),
         ({"task": "dance"}, "unknown task 'dance'; allowed: classify"),
         (
             {"training": {"scheduler": "zigzag"}},
@@ -51,6 +63,49 @@ def test_bad_values_name_key_value_and_allowed(tmp_path, raw, expected):
     assert expected in message
     assert "\n" not in message
     assert message.startswith(str(tmp_path / "run.yaml"))
+
+
+def test_method_is_one_methods_settings_and_old_dumps_still_load(tmp_path):
+    """`method:` holds the settings of the named method only (a union on `name`); a run's config.yaml
+    written when every method's section was there (all at their defaults) still loads."""
+    config = load_config(write(tmp_path, {"method": {"name": "qlora", "lora": {"r": 4}}}))
+    assert config.method.lora.r == 4 and config.method.qlora.quant_type == "nf4"
+    assert not hasattr(config.method, "adapter")
+    old = {
+        "name": "lora",
+        "freeze": {"trainable_layers": 2},
+        "lora": {"r": 16, "alpha": 32.0},
+        "qlora": {"quant_type": "nf4", "double_quant": True, "compute_dtype": "bf16"},
+        "ia3": {"target_modules": "auto"},
+        "prompt_tuning": {"virtual_tokens": 20, "init_text": None},
+        "prefix_tuning": {"virtual_tokens": 20, "init_text": None},
+        "adapter": {"style": "pfeiffer", "reduction_factor": 16, "non_linearity": "relu"},
+    }
+    config = load_config(write(tmp_path, {"method": old}))
+    assert config.method.lora.r == 16
+    assert set(yaml.safe_load(dump_config(config))["method"]) == {"name", "lora"}
+    assert load_config(write(tmp_path, {"method": {"lora": None}})).method.name == "full"
+
+
+def test_a_search_over_methods_gives_each_trial_its_methods_settings():
+    from lmtune.tune.space import apply
+
+    base = load_config(None, ["method.name=lora"]).model_dump(mode="json", exclude={"search"})
+    trial = apply(base, {"method.name": "full", "method.lora.r": 4})
+    assert trial["method"] == {"name": "full"}
+    assert validate(trial, "trial").method.name == "full"
+    assert validate(apply(base, {"method.name": "dora", "method.lora.r": 4}), "t").method.lora.r == 4
+
+
+def test_a_tasks_own_section_comes_from_its_module():
+    """preference: is declared beside its recipe (Task.config) and gathered into the run config."""
+    from lmtune.tasks import TASKS, section
+    from lmtune.tasks.preference_config import PreferenceConfig
+
+    assert TASKS["preference"].config.startswith("lmtune.tasks.preference_config:")
+    assert section("preference") is PreferenceConfig and section("classify") is None
+    assert RunConfig.model_fields["preference"].annotation is PreferenceConfig
+    assert load_config(None, ["task=preference", "preference.loss=kto"]).preference.loss == "kto"
 
 
 def test_evaluation_metrics_are_checked_against_the_tasks_kinds(tmp_path):
@@ -178,7 +233,7 @@ class Block(importlib.abc.MetaPathFinder):
             raise ImportError("blocked: " + name)
 sys.meta_path.insert(0, Block())
 from lmtune.config import load_config
-from lmtune.models.registry import METHODS
+from lmtune.models.methods import METHODS
 from lmtune.tasks import TASKS
 for path in {examples!r}:
     load_config(path)

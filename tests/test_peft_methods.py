@@ -27,10 +27,11 @@ from transformers import (
 )
 
 from lmtune import shims
-from lmtune.config import MethodConfig
+from lmtune.config import method_config
 from lmtune.errors import LmtuneError
 from lmtune.models import adapters
-from lmtune.models.methods import apply_method, count_parameters, load_options, task_type
+from lmtune.models.methods import apply_method, load_options
+from lmtune.models.methods.common import count_parameters, task_type
 from lmtune.models.weights import is_adapter, load_weights, merge, save_weights
 
 VOCAB = 100
@@ -105,8 +106,8 @@ MERGEABLE = {"full", "freeze", "lora", "dora", "qlora", "ia3"}
 UNSUPPORTED = {(arch, m) for arch in CLASSIFIERS for m in ("prompt_tuning", "prefix_tuning")}
 
 
-def method(name: str) -> MethodConfig:
-    return MethodConfig.model_validate({"name": name.split("-")[0], **METHODS[name]})
+def method(name: str):
+    return method_config({"name": name.split("-")[0], **METHODS[name]})
 
 
 def tiny_tokenizer() -> PreTrainedTokenizerFast:
@@ -150,7 +151,7 @@ def base_dir(tmp_path_factory):
     return build
 
 
-def load(folder, config: MethodConfig | None = None):
+def load(folder, config=None):
     """The base as a recipe loads it: from its folder, with the method's load_options."""
     options = load_options(config) if config else {}
     with shims.bitsandbytes_exact_cpu_path() if options else contextlib.nullcontext():
@@ -288,7 +289,7 @@ def test_xlnet_takes_pfeiffer_adapters(base_dir):
 
 
 def test_explicit_targets_are_checked(base_dir):
-    config = MethodConfig.model_validate({"name": "lora", "lora": {"target_modules": ["qkv"]}})
+    config = method_config({"name": "lora", "lora": {"target_modules": ["qkv"]}})
     with pytest.raises(
         LmtuneError, match=r"method.lora.target_modules: \['qkv'\] not in the model; .*q_proj"
     ):
@@ -303,7 +304,7 @@ def test_task_type_follows_the_model_class():
 
 
 def test_prompt_tuning_starts_from_the_init_text(base_dir):
-    config = MethodConfig.model_validate(
+    config = method_config(
         {"name": "prompt_tuning", "prompt_tuning": {"virtual_tokens": 4, "init_text": "w5 w6"}}
     )
     model = apply_method(load(base_dir("llama")), config)

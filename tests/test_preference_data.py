@@ -171,3 +171,20 @@ def test_a_test_pair_whose_prompt_is_in_train_is_leakage(tmp_path):
     data = prepare_data(config_for(train, test=str(path)), "preference")
     found = data.report["leakage"]["found"]["test"]
     assert found["exact"] == 1 and found["examples"][0]["other"].endswith("test.jsonl:1")
+
+
+def test_data_format_is_checked_against_the_tasks_reader(tmp_path):
+    """data.format names one of the reader's formats (lmtune.data.rows.READERS), for that task's data."""
+    path = write_jsonl(tmp_path / "prefs.jsonl", pairs(20))
+    with pytest.raises(LmtuneError) as caught:
+        prepare_data(config_for(path, format="alpaca"), "preference")
+    assert str(caught.value) == (
+        "data.format: unknown format 'alpaca' for preference data (accepted: auto, pairs, implicit, hh, "
+        "sharegpt_ranking, openai, unpaired)"
+    )
+    sft = validate({"task": "sft", "data": {"train": str(path), "format": "hh"}}, "test")
+    with pytest.raises(
+        LmtuneError, match=r"unknown format 'hh' for generative data \(accepted: auto, alpaca"
+    ):
+        prepare_data(sft, "generative")
+    assert prepare_data(config_for(path, format="pairs"), "preference").format == "pairs"

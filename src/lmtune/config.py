@@ -7,25 +7,24 @@ from __future__ import annotations
 
 import stat
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal, Union
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BeforeValidator,
+    Field,
+    TypeAdapter,
+    ValidationError,
+    create_model,
+    field_validator,
+    model_validator,
+)
 
-from lmtune import yamlfile
+from lmtune import tasks, yamlfile
 from lmtune.errors import SHOWN, LmtuneError, shorten
-
-
-def _registered(value: str, registry: dict, what: str) -> str:
-    """Registry-backed choices: the allowed values are whatever is registered."""
-    if value not in registry:
-        raise ValueError(f"unknown {what} {shorten(value)}; allowed: {', '.join(registry)}")
-    return value
-
-
-class Section(BaseModel):
-    # NaN and infinity are never a sensible setting (`training.epochs: .inf` would pass `gt=0`)
-    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
+from lmtune.models.methods import METHODS, MethodSettings
+from lmtune.sections import SEED, Section, registered, registered_error
+from lmtune.tasks import TASKS
 
 
 class ModelConfig(Section):
@@ -44,9 +43,6 @@ class ModelConfig(Section):
         "tokenizer_config.json) with your user's rights. Off: such folders are refused. Applies to every "
         "model the run loads (augmentation models too); only for folders whose code you have read",
     )
-
-
-SEED = {"ge": 0, "le": 2**32 - 1}  # what numpy, scikit-learn and torch all take
 
 
 class SplitConfig(Section):
@@ -178,23 +174,11 @@ class DataConfig(Section):
     )
     max_train_rows: int | None = Field(None, ge=1, description="subsample of the training split")
     split: SplitConfig = SplitConfig()
-    format: Literal[
-        "auto",
-        "alpaca",
-        "messages",
-        "sharegpt",
-        "prompt_completion",
-        "text",
-        "pairs",
-        "implicit",
-        "hh",
-        "sharegpt_ranking",
-        "openai",
-        "unpaired",
-    ] = Field(
+    format: str = Field(
         "auto",
         description="generative and preference tasks: record format; auto detects it from the fields "
-        "(preference: pairs, implicit, hh, sharegpt_ranking, openai, unpaired; see lmtune.data.preference)",
+        "(sft, seq2seq: alpaca, messages, sharegpt, prompt_completion, text; preference: pairs, implicit, "
+        "hh, sharegpt_ranking, openai, unpaired); checked against the task's reader (lmtune.data.rows.READERS)",
     )
     fields: dict[str, str] = Field(
         {}, description="generative tasks: rename record fields to the format's names, e.g. {output: answer}"
@@ -226,62 +210,65 @@ class DataConfig(Section):
         return value
 
 
-class FreezeConfig(Section):
-    trainable_layers: int = Field(
-        2, ge=0, description="top transformer layers left trainable (plus the head)"
+def _method_section(raw: Any) -> Any:
+    """`method:` before validation: the name defaults to full and must be registered; the settings of
+    other methods are dropped when at their defaults (a run's config.yaml from before methods were a
+    union holds every method's section) and refused when set, since this method would not read them."""
+    if not isinstance(raw, dict):
+        return raw
+    raw = {"name": "full", **raw}
+    name = raw["name"]
+    if not isinstance(name, str) or name not in METHODS:
+        raise ValueError(f"method.name = {shorten(name)}: {registered_error(name, METHODS, 'method')}")
+    reads = METHODS[name].settings.model_fields
+    for key in [k for k in raw if k not in reads and k in _METHOD_SECTIONS]:
+        default = _METHOD_SECTIONS[key]().model_dump(mode="json")
+        if raw[key] not in (None, {}) and _defaults_of(raw[key], default) is False:
+            readers = [n for n, m in METHODS.items() if key in m.settings.model_fields]
+            raise ValueError(
+                f"method.{key} is set, but method.name = {name!r} does not read it (read by "
+                f"{', '.join(readers)}); remove method.{key} or change method.name"
+            )
+        del raw[key]
+    return raw
+
+
+def _defaults_of(given: Any, default: dict) -> bool:
+    """Whether a section given as a mapping holds only default values (False for anything else)."""
+    return isinstance(given, dict) and all(k in default and default[k] == v for k, v in given.items())
+
+
+def _method_config():
+    members = tuple(method.settings for method in METHODS.values())
+    sections: dict[str, type] = {}
+    for member in members:
+        for key, info in member.model_fields.items():
+            if key != "name":
+                sections.setdefault(key, info.annotation)
+    return (
+        Annotated[Union[members], Field(discriminator="name"), BeforeValidator(_method_section)],  # noqa: UP007
+        sections,
     )
 
 
-class LoraConfig(Section):
-    r: int = Field(8, ge=1, description="LoRA rank")
-    alpha: float = Field(16.0, gt=0)
-    dropout: float = Field(0.1, ge=0.0, lt=1.0)
-    target_modules: list[str] | Literal["all-linear"] = Field(
-        "all-linear", description="module names to adapt, or all-linear"
-    )
+# `method:` is one method's settings, picked by name (lmtune.models.methods: one module per method)
+MethodConfig, _METHOD_SECTIONS = _method_config()
+_METHOD = TypeAdapter(MethodConfig)
 
 
-class QloraConfig(Section):
-    quant_type: Literal["nf4", "fp4"] = "nf4"
-    double_quant: bool = Field(True, description="quantize the quantization constants too")
-    compute_dtype: Literal["bf16", "fp16", "fp32"] = "bf16"
+def method_config(raw: dict) -> MethodSettings:
+    """A `method:` section from a mapping, validated as in a run config."""
+    return _METHOD.validate_python(raw)
 
 
-class Ia3Config(Section):
-    target_modules: list[str] | Literal["auto"] = Field(
-        "auto", description="auto: attention key/value and the MLP down projection, per architecture"
-    )
-
-
-class VirtualTokensConfig(Section):
-    virtual_tokens: int = Field(20, ge=1, le=512, description="learned tokens prepended to every input")
-    init_text: str | None = Field(None, description="prompt_tuning: initialise from this text's embeddings")
-
-
-class AdapterConfig(Section):
-    style: Literal["houlsby", "pfeiffer"] = Field(
-        "pfeiffer", description="houlsby: after attention and MLP; pfeiffer: after the MLP only"
-    )
-    reduction_factor: int = Field(16, ge=1, description="bottleneck width = hidden size / this")
-    non_linearity: Literal["relu", "gelu", "silu", "tanh"] = "relu"
-
-
-class MethodConfig(Section):
-    name: str = Field("full", description="a method from the registry (lmtune.models.registry.METHODS)")
-    freeze: FreezeConfig = FreezeConfig()
-    lora: LoraConfig = Field(LoraConfig(), description="also used by dora and qlora")
-    qlora: QloraConfig = QloraConfig()
-    ia3: Ia3Config = Ia3Config()
-    prompt_tuning: VirtualTokensConfig = VirtualTokensConfig()
-    prefix_tuning: VirtualTokensConfig = VirtualTokensConfig()
-    adapter: AdapterConfig = AdapterConfig()
-
-    @field_validator("name")
-    @classmethod
-    def _known_method(cls, value: str) -> str:
-        from lmtune.models.registry import METHODS  # torch-free
-
-        return _registered(value, METHODS, "method")
+def method_reads(raw_method: dict) -> dict:
+    """A raw `method:` mapping without the sections its method does not read (a search that samples
+    method.name and method.lora.r sets lora.r for every trial; a full trial does not read it)."""
+    name = raw_method.get("name", "full")
+    if name not in METHODS:
+        return raw_method
+    reads = METHODS[name].settings.model_fields
+    return {key: value for key, value in raw_method.items() if key in reads}
 
 
 class EarlyStoppingConfig(Section):
@@ -402,43 +389,6 @@ class EvaluationConfig(Section):
     )
 
 
-class PreferenceConfig(Section):
-    """task: preference — tuning on answers people preferred (TRL's DPOTrainer / KTOTrainer)."""
-
-    loss: Literal["dpo", "ipo", "simpo", "orpo", "kto"] = Field(
-        "dpo",
-        description="dpo: the sigmoid loss on the policy's log-ratio margin over the reference; ipo: its "
-        "squared form (Azar et al.), less prone to overfit deterministic preferences; simpo: length-"
-        "normalised log-probability margin with a target margin, no reference model; orpo: SFT loss plus "
-        "an odds-ratio penalty, no reference model; kto: unpaired answers labelled desirable or not",
-    )
-    beta: float = Field(
-        0.1, gt=0, le=10, description="how far from the reference the policy may move: higher = closer"
-    )
-    label_smoothing: float = Field(
-        0.0, ge=0, lt=0.5, description="dpo: the assumed share of flipped preference labels (robust DPO)"
-    )
-    sft_weight: float = Field(
-        0.0,
-        ge=0,
-        description="dpo, ipo: weight of a negative log-likelihood term on the chosen answers (RPO, Pang et "
-        "al. 2024; TRL's loss_type 'sft'): keeps the chosen answers likely, end-of-turn included, against "
-        "the known drift of both answers down; 0 = off",
-    )
-    simpo_gamma: float = Field(0.5, ge=0, description="simpo: the target reward margin")
-    desirable_weight: float = Field(1.0, gt=0, description="kto: weight of the desirable answers' loss")
-    undesirable_weight: float = Field(1.0, gt=0, description="kto: weight of the undesirable answers' loss")
-
-    @model_validator(mode="after")
-    def _sft_term_has_a_loss_to_join(self) -> PreferenceConfig:
-        if self.sft_weight and self.loss not in ("dpo", "ipo"):
-            raise ValueError(
-                f"sft_weight = {self.sft_weight:g} with loss {self.loss!r}: the NLL term joins dpo or ipo "
-                "(orpo has its own); allowed: 0 for simpo, orpo, kto"
-            )
-        return self
-
-
 class AuditConfig(Section):
     """Checks of the tuned model against the untuned one (lmtune.evaluate.checks): each reads its
     references before the run, measures before and after tuning, and reports the change."""
@@ -460,7 +410,7 @@ class AuditConfig(Section):
         from lmtune.evaluate.checks import CHECKS  # a torch-free table
 
         for name in value or []:
-            _registered(name, CHECKS, "check")
+            registered(name, CHECKS, "check")
         return value
 
 
@@ -543,15 +493,16 @@ class SearchConfig(Section):
     )
 
 
-class RunConfig(Section):
+class Settings(Section):
+    """The sections every run has; RunConfig (below) adds each task's own section (Task.config)."""
+
     task: str = Field("classify", description="a recipe from the task registry")
     model: ModelConfig = ModelConfig()
     data: DataConfig = DataConfig()
-    method: MethodConfig = MethodConfig()
+    method: MethodConfig = Field(default_factory=lambda: method_config({}))
     training: TrainingConfig = TrainingConfig()
     evaluation: EvaluationConfig = EvaluationConfig()
     chat: ChatConfig = ChatConfig()
-    preference: PreferenceConfig = PreferenceConfig()
     audit: AuditConfig = AuditConfig()
     output: OutputConfig = OutputConfig()
     search: SearchConfig | None = None
@@ -559,15 +510,11 @@ class RunConfig(Section):
     @field_validator("task")
     @classmethod
     def _known_task(cls, value: str) -> str:
-        from lmtune.tasks import TASKS
-
-        return _registered(value, TASKS, "task")
+        return registered(value, TASKS, "task")
 
     @model_validator(mode="after")
-    def _task_defaults(self) -> RunConfig:
+    def _task_defaults(self) -> Settings:
         """Validation metrics and baselines differ per task: fill the defaults, reject the rest."""
-        from lmtune.tasks import TASKS
-
         metrics, baselines = TASKS[self.task].metrics, TASKS[self.task].baselines
         e = self.evaluation
         if e.metric is None:
@@ -585,7 +532,7 @@ class RunConfig(Section):
         return self
 
     @model_validator(mode="after")
-    def _audit_settings(self) -> RunConfig:
+    def _audit_settings(self) -> Settings:
         """A listed check needs its settings; the forgetting references live in one place."""
         a = self.audit
         if a.forgetting and self.evaluation.forgetting:
@@ -600,7 +547,7 @@ class RunConfig(Section):
         return self
 
     @model_validator(mode="after")
-    def _known_metrics(self) -> RunConfig:
+    def _known_metrics(self) -> Settings:
         """evaluation.metrics: names from the metrics registry, of the kinds this task's evaluation scores."""
         if self.evaluation.metrics is None:
             return self
@@ -614,7 +561,7 @@ class RunConfig(Section):
         return self
 
     @model_validator(mode="after")
-    def _folds_agree(self) -> RunConfig:
+    def _folds_agree(self) -> Settings:
         """Validation rows come from the folds (data.split.fold, training.cv_folds) or from a file, never both."""
         s, k, validation = self.data.split, self.training.cv_folds, self.data.validation
         if k is not None:
@@ -640,11 +587,30 @@ class RunConfig(Section):
         return self
 
 
+def _task_sections() -> dict[str, Any]:
+    """Each task's own section (`preference:` for task preference), declared beside its recipe."""
+    sections = {}
+    for name in TASKS:
+        if (section := tasks.section(name)) is not None:
+            sections[name] = (section, Field(default_factory=section, description=section.__doc__))
+    return sections
+
+
+# the run config: the common sections and every task's own
+RunConfig = create_model("RunConfig", __base__=Settings, __module__=__name__, **_task_sections())
+
+
 # ----------------------------------------------------------------------------------- loading
 
 
 def _describe(error: dict[str, Any], source: str, overridden: dict[str, str]) -> str:
-    key = ".".join(str(part) for part in error["loc"])
+    loc = error["loc"]
+    if loc[:1] == ("method",) and len(loc) > 1 and loc[1] in METHODS:  # the union's tag is not a key
+        loc = (loc[0], *loc[2:])
+    key = ".".join(str(part) for part in loc)
+    message = error["msg"].removeprefix("Value error, ")
+    if loc == ("method",) and message.startswith("method."):  # names its key itself
+        key = message.split(" ", 1)[0]
     # a value given by --set is named as such, not as the YAML file's
     source = next(
         (f"--set {k[:SHOWN]}" for k in overridden if key == k or key.startswith(k + ".")),
@@ -652,12 +618,11 @@ def _describe(error: dict[str, Any], source: str, overridden: dict[str, str]) ->
     )
     value = error.get("input")
     kind = error["type"]
-    message = error["msg"].removeprefix("Value error, ")
     if kind == "extra_forbidden":
         return f"{source}: unknown key '{key}'"
     if kind == "missing":
         return f"{source}: missing key '{key}'"
-    if not error["loc"]:  # a check across sections names its keys itself
+    if not loc or (loc == ("method",) and message.startswith("method.")):  # names its keys itself
         return f"{source}: {message}"
     return f"{source}: {key} = {shorten(value)}: {message}"
 

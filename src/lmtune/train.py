@@ -30,7 +30,7 @@ from lmtune import faults
 from lmtune.config import RunConfig
 from lmtune.errors import LmtuneError
 from lmtune.models.loss import Loss
-from lmtune.models.methods import count_parameters
+from lmtune.models.methods.common import count_parameters
 from lmtune.models.precision import resolve_precision
 from lmtune.monitor import LiveView, Monitor, divergence_error, tracker_callbacks
 from lmtune.runs import last_complete_checkpoint

@@ -8,6 +8,7 @@ counted. Checks that need a tokenizer (length) are left to the recipe.
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -234,6 +235,25 @@ def labelled(
     if not isinstance(key, str | int):
         raise Bad(f"field '{group}' must be a string or a number, got {kind_of(key)}")
     return value, tag, str(key)
+
+
+SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def text_only(*values: str | None) -> None:
+    """A JSON escape can write half a character (\\ud800): not text, and no encoder takes it."""
+    for value in values:
+        if value and (found := SURROGATE.search(value)):
+            raise Bad(f"holds an unpaired surrogate ({found.group()!r}), which is not text")
+
+
+def group_of(record: dict, group_column: str | None) -> str | None:
+    """The record's data.group_column value (rows sharing it never straddle splits); None without one."""
+    if group_column is None:
+        return None
+    if record.get(group_column) in (None, ""):
+        raise Bad(f"missing field '{group_column}' (data.group_column)")
+    return str(record[group_column])
 
 
 def rename(record: dict | None, names: dict[str, str]) -> dict | None:

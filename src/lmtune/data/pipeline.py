@@ -149,8 +149,8 @@ def prepare_data(
     require_test: bool = True,
     allow_empty: bool = False,
 ) -> PreparedData:
-    """Run the whole pipeline on the run's data; `kind` is "labelled" (classify), "generative" (sft,
-    seq2seq) or "preference" (rows.SPEC_KINDS)."""
+    """Run the whole pipeline on the run's data; `kind` names the reader (rows.READERS) of the task's
+    rows (Task.rows): "labelled" (classify), "generative" (sft, seq2seq), "preference"."""
     d = config.data
     inputs = inputs or plan(config)
     report = DataReport(config)

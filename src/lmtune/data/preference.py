@@ -19,11 +19,21 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from lmtune.data.formats import MESSAGE_ROLES, SHAREGPT_ROLES, Bad, _turns
+from lmtune.data.formats import MESSAGE_ROLES, SHAREGPT_ROLES, Bad, _turns, group_of, rename, text_only
 from lmtune.data.load import kind_of
 from lmtune.errors import LmtuneError, listing
 
 PREFERENCE_FORMATS = ("pairs", "implicit", "hh", "sharegpt_ranking", "openai", "unpaired")
+# the row kinds preference data makes (lmtune.data.rows) and their text fields: "messages" is the prompt
+KINDS = {
+    "preference": ("messages", "chosen", "rejected"),  # a prompt and two answers to it
+    "unpaired_preference": ("messages", "completion"),  # a prompt, one answer, label: desirable?
+}
+ANSWERS = (
+    "chosen",
+    "rejected",
+    "completion",
+)  # the rows' answer columns (unpaired label: "true" = desirable)
 FIELDS = {
     "sharegpt_ranking": ("conversations", "chosen", "rejected"),
     "openai": ("input", "preferred_output", "non_preferred_output"),
@@ -216,3 +226,14 @@ def _unpaired(record: dict) -> Preference:
         )
     _check_prompt(prompt)
     return Preference(prompt, completion=completion, desirable=label)
+
+
+def convert(record: dict, where: str, spec, fmt: str) -> tuple:
+    """(text, messages, label, group, answers) of one record for the row pipeline (lmtune.data.rows):
+    the prompt as messages, the answers by column, an unpaired label as "true"/"false"."""
+    record = rename(record, spec.fields)
+    pair = read(fmt, record)
+    text_only(*pair.answers, *(m["content"] for m in pair.prompt))
+    answers = {name: getattr(pair, name) for name in ANSWERS if getattr(pair, name) is not None}
+    label = None if pair.desirable is None else str(pair.desirable).lower()
+    return None, pair.prompt, label, group_of(record, spec.group_column), answers

@@ -1,9 +1,10 @@
 """The streaming pass of the pipeline: records → validated, cleaned, scrubbed, length-checked rows, written
 to an Arrow file a batch at a time (memory stays flat however large the input) and opened memory-mapped.
 
-A row is one of the kinds in `KINDS`: a classification text with its label, a plain-text document, a
-conversation (its canonical messages as JSON), a preference pair (a prompt's messages, a chosen and a
-rejected answer) or an unpaired preference (a prompt, one answer, label "true"/"false": desirable?).
+A row is one of the kinds in `KINDS`, made by one of the `READERS` (one per family of records: a task
+names its reader): a classification text with its label, a plain-text document, a conversation (its
+canonical messages as JSON), a preference pair (a prompt's messages, a chosen and a rejected answer) or
+an unpaired preference (a prompt, one answer, label "true"/"false": desirable?).
 Every step that works on text (cleaning, PII scrubbing, length, dedup, leakage) works on every text
 field of the row's kind. Every row keeps `where` it came from; its `hash` (of the dedup key) serves
 exact deduplication and hash-stable splits, its `leak` hash (of what must not appear in two splits:
@@ -31,25 +32,9 @@ from lmtune.data import formats, preference
 from lmtune.data.clean import normalise_label
 from lmtune.data.dedup import dedup_key, exact_hashes
 from lmtune.data.load import ReadOptions, Record, iter_records, source
+from lmtune.errors import LmtuneError
 from lmtune.progress import progress
 
-SCHEMA = pa.schema(
-    [
-        ("where", pa.string()),
-        ("text", pa.string()),  # classification text or plain-text document
-        ("messages", pa.string()),  # a conversation's (or a preference prompt's) canonical messages, as JSON
-        ("chosen", pa.string()),  # preference pair: the preferred answer
-        ("rejected", pa.string()),  # preference pair: the other one
-        ("completion", pa.string()),  # unpaired preference: the answer (label: "true" = desirable)
-        ("label", pa.string()),
-        ("group", pa.string()),
-        ("origin", pa.string()),  # "file", or how an augmented row was made
-        ("hash", pa.uint64()),
-        ("leak", pa.uint64()),  # = hash, but a preference row's prompt only
-        ("chars", pa.int64()),
-        ("tokens", pa.int64()),  # -1 when no tokenizer was given
-    ]
-)
 BATCH = 4096
 # what kind of problem a reason names, for counts in the report (first match wins)
 REASON_KINDS = [
@@ -70,29 +55,11 @@ def reason_kind(reason: str) -> str:
     return next((kind for kind, pattern in REASON_KINDS if pattern.search(reason)), "invalid record")
 
 
-# The row kinds a data pipeline makes, and their text fields (every text step applies to each):
-# "messages" holds chat turns (each turn's content is a text), the others plain strings.
-KINDS: dict[str, tuple[str, ...]] = {
-    "labelled": ("text",),  # classification: a text and its label
-    "text": ("text",),  # a plain-text document (continued pre-training)
-    "messages": ("messages",),  # a conversation
-    "preference": ("messages", "chosen", "rejected"),  # a prompt and two answers to it
-    "unpaired_preference": ("messages", "completion"),  # a prompt, one answer, label: desirable?
-}
-ANSWERS = ("chosen", "rejected", "completion")
-# what a task's pipeline reads ("spec.kind") → the row kinds it may make
-SPEC_KINDS = {
-    "labelled": ("labelled",),
-    "generative": ("text", "messages"),
-    "preference": ("preference", "unpaired_preference"),
-}
-
-
 @dataclass
 class Spec:
     """How records become rows: the task's kind and the data.* keys that shape a row."""
 
-    kind: str  # "labelled", "generative" or "preference" (SPEC_KINDS)
+    kind: str  # which reader makes the rows (READERS): "labelled", "generative", "preference"
     text_column: str = "text"
     label_column: str = "label"
     group_column: str | None = None
@@ -141,59 +108,95 @@ def key_text(text: str | None, messages: list[dict] | None, answers: dict | None
 
 
 def detect(paths: list[Path], options: ReadOptions, spec: Spec) -> str:
-    """The record format of generative files, from the first readable records of the first file."""
+    """The record format of the split's files: data.format when set (one the reader accepts), else
+    detected from the first readable records of the first file."""
+    reader = READERS[spec.kind]
+    if reader.detect is None:  # one format only: data.format is not read
+        return spec.kind
     if spec.format != "auto":
+        if spec.format not in reader.formats:
+            raise LmtuneError(
+                f"data.format: unknown format '{spec.format}' for {spec.kind} data (accepted: auto, "
+                f"{', '.join(reader.formats)})"
+            )
         return spec.format
     head = islice(iter_records(paths[0], options), 200)
     readable = [formats.rename(r, spec.fields) for r, _, problem in head if problem is None]
-    if spec.kind == "preference":
-        return preference.detect(readable, paths[0]) if readable else "pairs"
     if not readable:
-        return "text"  # nothing readable: every record is reported as bad anyway
-    return formats.detect_format(readable, paths[0])
+        return reader.fallback  # nothing readable: every record is reported as bad anyway
+    return reader.detect(readable, paths[0])
 
 
-SURROGATE = re.compile("[\ud800-\udfff]")
+def _labelled(record: dict, where: str, spec: Spec, fmt: str) -> tuple:
+    text, raw, group = formats.labelled(record, spec.text_column, spec.label_column, spec.group_column)
+    label = normalise_label(str(raw), spec.label_case)
+    label = spec.label_map.get(label, label)
+    formats.text_only(text, label, group)
+    if spec.labels is not None and label not in spec.labels:
+        allowed = ", ".join(sorted(spec.labels))
+        raise formats.Bad(f"unknown label '{label}' (allowed: {allowed}; data.labels)")
+    return text, None, label, group, None
 
 
-def _text_only(*values: str | None) -> None:
-    """A JSON escape can write half a character (\\ud800): not text, and no encoder takes it."""
-    for value in values:
-        if value and (found := SURROGATE.search(value)):
-            raise formats.Bad(f"holds an unpaired surrogate ({found.group()!r}), which is not text")
-
-
-def _convert(record: dict, where: str, spec: Spec, fmt: str) -> tuple:
-    """(text, messages, label, group, answers) of one record, or formats.Bad."""
-    if spec.kind == "preference":
-        record = formats.rename(record, spec.fields)
-        pair = preference.read(fmt, record)
-        _text_only(*pair.answers, *(m["content"] for m in pair.prompt))
-        answers = {name: getattr(pair, name) for name in ANSWERS if getattr(pair, name) is not None}
-        label = None if pair.desirable is None else str(pair.desirable).lower()
-        return None, pair.prompt, label, _group(record, spec), answers
-    if spec.kind == "labelled":
-        text, raw, group = formats.labelled(record, spec.text_column, spec.label_column, spec.group_column)
-        label = normalise_label(str(raw), spec.label_case)
-        label = spec.label_map.get(label, label)
-        _text_only(text, label, group)
-        if spec.labels is not None and label not in spec.labels:
-            allowed = ", ".join(sorted(spec.labels))
-            raise formats.Bad(f"unknown label '{label}' (allowed: {allowed}; data.labels)")
-        return text, None, label, group, None
+def _generative(record: dict, where: str, spec: Spec, fmt: str) -> tuple:
     record = formats.rename(record, spec.fields)
     example = formats.to_example(fmt, record, spec.fields, where)
-    group = _group(record, spec)
-    _text_only(example.text, group, *(m["content"] for m in example.messages or ()))
+    group = formats.group_of(record, spec.group_column)
+    formats.text_only(example.text, group, *(m["content"] for m in example.messages or ()))
     return example.text, example.messages, None, group, None
 
 
-def _group(record: dict, spec: Spec) -> str | None:
-    if spec.group_column is None:
-        return None
-    if record.get(spec.group_column) in (None, ""):
-        raise formats.Bad(f"missing field '{spec.group_column}' (data.group_column)")
-    return str(record[spec.group_column])
+@dataclass(frozen=True)
+class Reader:
+    """How one family of records becomes rows; a task names its reader by Task.rows (lmtune.tasks).
+
+    `convert(record, where, spec, fmt)` returns (text, messages, label, group, answers) or raises
+    formats.Bad; `detect(records, path)` names the format of the first readable records."""
+
+    kinds: dict[str, tuple[str, ...]]  # the row kinds it makes → their text fields (every text step applies)
+    formats: tuple[str, ...]  # data.format values it accepts besides auto
+    detect: Callable[[list[dict], Path], str] | None  # None: one format, data.format is not read
+    convert: Callable[[dict, str, Spec, str], tuple]
+    answers: tuple[str, ...] = ()  # its rows' answer columns (text fields besides text and messages)
+    fallback: str = ""  # the format when no record is readable (each is reported as bad anyway)
+
+
+READERS: dict[str, Reader] = {
+    "labelled": Reader({"labelled": ("text",)}, (), None, _labelled),  # a text and its label
+    # a plain-text document (continued pre-training) or a conversation
+    "generative": Reader(
+        {"text": ("text",), "messages": ("messages",)},
+        formats.FORMATS,
+        formats.detect_format,
+        _generative,
+        fallback="text",
+    ),
+    "preference": Reader(
+        preference.KINDS,
+        preference.PREFERENCE_FORMATS,
+        preference.detect,
+        preference.convert,
+        preference.ANSWERS,
+        fallback="pairs",
+    ),
+}
+KINDS = {kind: fields for reader in READERS.values() for kind, fields in reader.kinds.items()}
+ANSWERS = tuple(dict.fromkeys(name for reader in READERS.values() for name in reader.answers))
+SCHEMA = pa.schema(
+    [
+        ("where", pa.string()),
+        ("text", pa.string()),  # classification text or plain-text document
+        ("messages", pa.string()),  # a conversation's (or a prompt's) canonical messages, as JSON
+        *((name, pa.string()) for name in ANSWERS),  # answers to the prompt (a reader's answers)
+        ("label", pa.string()),
+        ("group", pa.string()),
+        ("origin", pa.string()),  # "file", or how an augmented row was made
+        ("hash", pa.uint64()),
+        ("leak", pa.uint64()),  # = hash, but a prompt only for rows with answers
+        ("chars", pa.int64()),
+        ("tokens", pa.int64()),  # -1 when no tokenizer was given
+    ]
+)
 
 
 def _transform(value: str | None, messages: list[dict] | None, answers: dict | None, fn):
@@ -269,7 +272,7 @@ def _process(batch: list[tuple], steps: Steps, tally: Tally) -> dict[str, list]:
     hashes = exact_hashes([keys[i] for i in keep])
     kept = [rows[i] for i in keep]
     leak = hashes
-    if any(row[5] is not None for row in kept):  # preference rows: what may not recur is the prompt,
+    if any(row[5] is not None for row in kept):  # rows with answers: what may not recur is the prompt,
         leak = exact_hashes([key_text(row[1], row[2]) for row in kept])  # and pairs of one prompt are
         kept = [  # kept together in splits (a group of their own unless data.group_column gives one)
             (*row[:4], row[4] if row[4] is not None else f"prompt:{int(h):016x}", row[5])
@@ -302,7 +305,7 @@ def read_split(
     """Stream every record of the split's files through the per-row steps into `out` (an Arrow file);
     `bad(where, reason)` applies data.on_error. Returns the memory-mapped rows, the format and the tally."""
     tally = Tally()
-    fmt = "labelled" if spec.kind == "labelled" else detect(paths, options, spec)
+    fmt = detect(paths, options, spec)
     records: Iterator[Record] = (record for path in paths for record in _tracked(path, options, tally))
     bar = progress(desc=f"data: {out.stem}", unit="rows", unit_scale=True)
     with bar, pa.OSFile(str(out), "wb") as sink, pa.ipc.new_stream(sink, SCHEMA) as writer:
@@ -316,7 +319,7 @@ def read_split(
                 tally.records += 1
                 if problem is None:
                     try:
-                        converted.append((where, *_convert(record, where, spec, fmt)))
+                        converted.append((where, *READERS[spec.kind].convert(record, where, spec, fmt)))
                         continue
                     except formats.Bad as exc:
                         problem = str(exc)

@@ -11,7 +11,7 @@ import torch
 from lmtune.config import RunConfig
 from lmtune.errors import LmtuneError
 from lmtune.models.load import device
-from lmtune.models.methods import count_parameters
+from lmtune.models.methods.common import count_parameters
 
 # On a GPU a small model is bound by kernel launches, and autocast's extra cast kernels cost more
 # than bf16 matmuls save: measured on an H100 with MiniLM (22.7M parameters, SST-2, batch 32),

@@ -2,10 +2,11 @@
 
 `TASKS[name]` is what other modules may ask about a task without importing its recipe (or torch): the
 row kind its data pipeline makes, its validation metrics, its baselines, the kinds of score its
-evaluation reports, the headline columns of its results table, the forgetting check's kinds, and the
-torch-free modules that register its own scores and diagnosis rules. A recipe module provides
-`prepare(config)` (read and validate everything, no side effects), `train(config, prepared, run_dir,
-resume, callbacks)`, `evaluate(run_dir, data, **reader)`, `predictions_on(...)` and `predict(run_dir, texts)`.
+evaluation reports, the headline columns of its results table, the forgetting check's kinds, the
+torch-free modules that register its own scores and diagnosis rules, and its own config section. A
+recipe module provides `prepare(config)` (read and validate everything, no side effects), `train(config,
+prepared, run_dir, resume, callbacks)`, `evaluate(run_dir, data, **reader)`, `predictions_on(...)` and
+`predict(run_dir, texts)`.
 """
 
 from __future__ import annotations
@@ -26,6 +27,9 @@ class Task:
     forgetting: tuple[str, ...]  # what audit's forgetting check can measure on it; the first is "auto"
     # torch-free modules that register its own metric kinds and diagnosis rules (load_measures)
     measures: tuple[str, ...] = ()
+    # "module:Class" of its own config section, a lmtune.sections.Section read under the task's name
+    # (`preference:`); lmtune.config gathers these, so a task's settings sit beside its recipe
+    config: str | None = None
 
 
 _GENERATIVE_COLUMNS = ("loss", "perplexity", "rougeL", "bleu", "exact_match", "stop_rate")
@@ -76,6 +80,7 @@ TASKS: dict[str, Task] = {
         ),
         forgetting=("perplexity", "probe"),  # a decoder, as in sft
         measures=("lmtune.tasks.preference_measures",),
+        config="lmtune.tasks.preference_config:PreferenceConfig",
     ),
 }
 
@@ -85,6 +90,14 @@ def load_measures() -> None:
     rules, so the registries know every task's scores without a table of their own."""
     for module in dict.fromkeys(m for task in TASKS.values() for m in task.measures):
         importlib.import_module(module)
+
+
+def section(task: str) -> type | None:
+    """The task's own config section class (Task.config), imported torch-free; None when it has none."""
+    if TASKS[task].config is None:
+        return None
+    module, name = TASKS[task].config.split(":")
+    return getattr(importlib.import_module(module), name)
 
 
 def recipe(task: str) -> ModuleType:

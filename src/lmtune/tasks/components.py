@@ -14,7 +14,8 @@ from transformers import set_seed
 
 from lmtune.config import RunConfig, dump_config
 from lmtune.evaluate.report import write_report
-from lmtune.models.methods import apply_method, count_parameters
+from lmtune.models.methods import apply_method
+from lmtune.models.methods.common import count_parameters
 from lmtune.runs import MARKER, check_resumable, prune_checkpoints
 from lmtune.tasks.contract import TrainResult
 

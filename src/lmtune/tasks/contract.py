@@ -107,8 +107,10 @@ class Predictor:
 
 def _not_generative(predictor: Predictor):
     from lmtune.errors import LmtuneError
+    from lmtune.tasks import TASKS
 
+    generative = [name for name, task in TASKS.items() if task.rows != "labelled"]
     return LmtuneError(
         f"{predictor.run_dir}: a {predictor.task} run answers with labels; chat and generate need a "
-        "generative run (task sft, seq2seq or preference)"
+        f"generative run (task {', '.join(generative[:-1])} or {generative[-1]})"
     )

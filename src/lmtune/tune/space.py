@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from lmtune.config import RunConfig, set_key, validate
+from lmtune.config import RunConfig, method_reads, set_key, validate
 from lmtune.errors import LmtuneError
 
 TYPES = {
@@ -79,10 +79,13 @@ def base_raw(config: RunConfig) -> dict:
 
 
 def apply(raw: dict, values: dict[str, Any]) -> dict:
-    """A copy of raw with each dotted key set; sections left null are created."""
+    """A copy of raw with each dotted key set; sections left null are created. A sampled method does
+    not get the settings of the others (method.lora.r in a trial of method full)."""
     raw = copy.deepcopy(raw)
     for key, value in values.items():
         set_key(raw, key, value, f"search.space[{key!r}]")
+    if isinstance(raw.get("method"), dict) and any(key.startswith("method.") for key in values):
+        raw["method"] = method_reads(raw["method"])
     return raw
 
 
