@@ -163,6 +163,18 @@ class DataConfig(Section):
     group_column: str | None = Field(
         None, description="rows sharing this column's value (a user, a document) never straddle splits"
     )
+    weight_column: str | None = Field(
+        None,
+        description="a number ≥ 0 per row: its weight in the training loss (classify, sft, seq2seq; an "
+        "importance weight, e.g. from instance weighting); missing or negative is a bad row",
+    )
+    sensitive_column: str | None = Field(
+        None,
+        description="a demographic attribute per row (for fairness audits; unlike group_column it does "
+        "not keep rows together in splits); counted per split in the data report",
+    )
+    domain_column: str | None = Field(None, description="the domain a row comes from; counted per split")
+    task_column: str | None = Field(None, description="the task a row belongs to; counted per split")
     labels: list[str] | None = Field(None, description="the allowed labels; any other is a bad row")
     columns: list[str] | None = Field(None, description="column names of a delimited file without a header")
     separator: str | None = Field(None, description="one character, or 'tab'; default from the file suffix")

@@ -19,16 +19,20 @@ class Encoded:
     prompt_ids: list[int] | None = None
     prompt: str | None = None
     reference: str | None = None
+    weight: float | None = None  # its weight in the training loss (data.weight_column); None = 1
 
 
-def as_dataset(encoded: list[Encoded]) -> Dataset:
-    return Dataset.from_dict(
-        {
-            "input_ids": [e.input_ids for e in encoded],
-            "labels": [e.labels for e in encoded],
-            "length": [len(e.input_ids) for e in encoded],
-        }
-    )
+def as_dataset(encoded: list[Encoded], weights: bool = False) -> Dataset:
+    """Token ids, labels and lengths; with `weights`, each example's loss weight when any has one (the
+    training rows: the trainer hands a `weight` column to the loss)."""
+    data = {
+        "input_ids": [e.input_ids for e in encoded],
+        "labels": [e.labels for e in encoded],
+        "length": [len(e.input_ids) for e in encoded],
+    }
+    if weights and any(e.weight is not None for e in encoded):
+        data["weight"] = [1.0 if e.weight is None else e.weight for e in encoded]
+    return Dataset.from_dict(data)
 
 
 def collate(pad_id: int):
@@ -56,6 +60,8 @@ def collate(pad_id: int):
             out["attention_mask"] = torch.tensor(
                 [[1] * len(f["input_ids"]) + [0] * (width - len(f["input_ids"])) for f in features]
             )
+        if "weight" in features[0]:  # per-row loss weights: the trainer pops them for the loss
+            out["weight"] = torch.tensor([f["weight"] for f in features], dtype=torch.float32)
         return out
 
     return batch

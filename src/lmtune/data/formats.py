@@ -8,6 +8,7 @@ counted. Checks that need a tokenizer (length) are left to the recipe.
 from __future__ import annotations
 
 import json
+import math
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,6 +44,7 @@ class Example:
     messages: list[dict] | None  # [{"role": "system"|"user"|"assistant"|"tool", "content": str}, ...]
     text: str | None  # plain-text format (continued pre-training); messages is None then
     where: str  # "path:LINE" (JSONL, CSV, TXT) or "path: record N" (JSON array, Parquet; 1-based)
+    weight: float | None = None  # its weight in the training loss (data.weight_column); None = 1
 
 
 @dataclass
@@ -254,6 +256,37 @@ def group_of(record: dict, group_column: str | None) -> str | None:
     if record.get(group_column) in (None, ""):
         raise Bad(f"missing field '{group_column}' (data.group_column)")
     return str(record[group_column])
+
+
+# the per-row fields a record may carry besides its text (data.<name>_column); group is data.group_column
+ROW_FIELDS = ("weight", "sensitive", "domain", "task")
+
+
+def row_fields(record: dict, columns: dict[str, str]) -> dict:
+    """The record's per-row fields, read from their columns ({field: column}, from data.*_column): a
+    weight is a finite number ≥ 0 (text such as "0.5" from a CSV file counts), the others text."""
+    out: dict = {}
+    for name, column in columns.items():
+        value, key = record.get(column), f"data.{name}_column"
+        if value is None or value == "":
+            raise Bad(f"missing field '{column}' ({key})")
+        if name != "weight":
+            if isinstance(value, dict | list):
+                raise Bad(f"field '{column}' ({key}) must be text or a number, got {kind_of(value)}")
+            out[name] = str(value)
+            continue
+        number = value
+        if isinstance(value, str):
+            try:
+                number = float(value.strip())
+            except ValueError:
+                number = None
+        if isinstance(number, bool) or not isinstance(number, int | float) or not math.isfinite(number):
+            raise Bad(f"field '{column}' ({key}) must be a number ≥ 0, got {str(value)[:40]!r}")
+        if number < 0:
+            raise Bad(f"field '{column}' ({key}) must be ≥ 0, got {number:g}")
+        out[name] = float(number)
+    return out
 
 
 def rename(record: dict | None, names: dict[str, str]) -> dict | None:

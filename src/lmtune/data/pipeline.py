@@ -29,9 +29,10 @@ from lmtune import assets
 from lmtune.config import RunConfig, with_reader
 from lmtune.data import dedup, leakage, split
 from lmtune.data.clean import make_cleaner
+from lmtune.data.formats import ROW_FIELDS
 from lmtune.data.load import ReadOptions, expand
 from lmtune.data.report import DataReport, split_stats
-from lmtune.data.rows import Scratch, Spec, Steps, hashes, keys, read_split, to_dataset, values
+from lmtune.data.rows import Scratch, Spec, Steps, column, hashes, keys, read_split, to_dataset, values
 from lmtune.errors import LmtuneError, listing, shorten
 from lmtune.runs import alive
 
@@ -106,8 +107,11 @@ def file_input(config: RunConfig, path: str) -> Input:
     )
 
 
-def _spec(config: RunConfig, kind: str, source: Input, groups: bool = True) -> Spec:
+def _spec(config: RunConfig, kind: str, source: Input, groups: bool = True, fields: bool = True) -> Spec:
+    """How records become rows. `groups`: read data.group_column (where splits are cut); `fields`: read
+    the per-row fields (data.weight_column, …; not for a file scored by `lmtune eval --data`)."""
     d = config.data
+    columns = {name: getattr(d, f"{name}_column") for name in ROW_FIELDS} if fields else {}
     return Spec(
         kind,
         source.text_column,
@@ -118,6 +122,7 @@ def _spec(config: RunConfig, kind: str, source: Input, groups: bool = True) -> S
         d.clean.label_map,
         d.format,
         d.fields,
+        {name: column for name, column in columns.items() if column is not None},
     )
 
 
@@ -187,6 +192,11 @@ def prepare_data(
             splits["train"] = to_dataset(_augment(splits["train"].to_list(), config, report, kind, fmt))
         if d.split.folds:
             splits["train"] = _with_folds(splits["train"], d.split.folds, d.split.seed, report)
+        if d.weight_column and len(splits["train"]) and not np.nansum(column(splits["train"], "weight")):
+            raise LmtuneError(
+                f"data.weight_column = {d.weight_column!r}: every training row has weight 0; nothing would "
+                "be learned"
+            )
         for name, rows in splits.items():
             report.split_stats(name, split_stats(rows, kind))
         return PreparedData(splits, report.finish(), fmt)
@@ -199,7 +209,7 @@ def read_file(
     what `lmtune eval --data` scores on. `reader`: data.* keys (separator, columns, …) to read it with."""
     config = with_reader(config, reader)
     source = file_input(config, path)
-    spec = _spec(config, kind, source, groups=False)
+    spec = _spec(config, kind, source, groups=False, fields=False)
     report = DataReport(config)
     with scratch_folder() as scratch:
         rows, _, _ = read_split(
@@ -432,7 +442,7 @@ def _augment(rows: list[dict], config: RunConfig, report: DataReport, kind: str,
             result += [{**result[i], "origin": f"oversample:{result[i]['where']}"} for i in extra]
         else:
             for row, weight in zip(result, augment.balance(labels, "weights", seed=a.seed), strict=True):
-                row["weight"] = float(weight)
+                row["weight"] = float(weight) * (1.0 if row["weight"] is None else row["weight"])
     by_origin = Counter(row["origin"].split(":")[0] for row in result[len(rows) :])
     report.data["augmentation"] = {"added": dict(by_origin), "balance": a.balance}
     report.step("augment", len(rows), len(result), time.perf_counter() - start, "train")

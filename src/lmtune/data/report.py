@@ -252,7 +252,8 @@ def _counts(values) -> dict:
 
 
 def split_stats(rows, kind: str) -> dict:
-    """Row count, labels, origins and length histograms (characters, and tokens when counted)."""
+    """Row count, labels, origins, the per-row fields (the 20 commonest values of sensitive, domain and
+    task; weight's min, mean and max) and length histograms (characters, and tokens when counted)."""
     stats: dict = {"rows": len(rows)}
     if not len(rows):
         return stats
@@ -263,6 +264,17 @@ def split_stats(rows, kind: str) -> dict:
     for origin, count in _counts(arrow["origin"]).items():  # augmented rows name their source row
         origins[origin.split(":")[0]] += count
     stats["origins"] = dict(origins)
+    for name in ("sensitive", "domain", "task"):  # per-row fields (data.*_column), where given
+        if arrow[name].null_count < len(rows):
+            stats[name] = dict(Counter(_counts(arrow[name])).most_common(20))
+    if arrow["weight"].null_count < len(rows):
+        weights = arrow["weight"].to_numpy(zero_copy_only=False)
+        weights = weights[~np.isnan(weights)]
+        stats["weight"] = {
+            "min": round(float(weights.min()), 6),
+            "mean": round(float(weights.mean()), 6),
+            "max": round(float(weights.max()), 6),
+        }
     stats["chars"] = _histogram(column(rows, "chars"))
     tokens = column(rows, "tokens")
     if (tokens >= 0).any():
@@ -375,15 +387,27 @@ def data_sections(report: dict) -> list[tuple[str, str]]:
         body = f"<p>{held} (action: {pii['action']}).</p>" + table(["type", "hits"], hits)
         sections.append(("Data: private data", body))
     splits = report["splits"]
+    fields = [f for f in ("weight", "sensitive", "domain", "task") if any(f in s for s in splits.values())]
     rows = [
-        [name, s["rows"], ", ".join(f"{k}: {v}" for k, v in s.get("labels", {}).items())]
+        [
+            name,
+            s["rows"],
+            ", ".join(f"{k}: {v}" for k, v in s.get("labels", {}).items()),
+            *(
+                ", ".join(f"{k}: {v:g}" if f == "weight" else f"{k}: {v}" for k, v in s.get(f, {}).items())
+                for f in fields
+            ),
+        ]
         for name, s in splits.items()
     ]
     plots = "".join(
         p for p in (_label_plot(splits), _length_plot(splits, "chars"), _length_plot(splits, "tokens")) if p
     )
     sections.append(
-        ("Data: splits", table(["split", "rows", "labels"], rows) + f"<div class='grid'>{plots}</div>")
+        (
+            "Data: splits",
+            table(["split", "rows", "labels", *fields], rows) + f"<div class='grid'>{plots}</div>",
+        )
     )
     if leak.get("found") is not None:
         found = [[n, f["exact"], f["near"]] for n, f in leak["found"].items()]

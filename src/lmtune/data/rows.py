@@ -68,6 +68,7 @@ class Spec:
     label_map: dict[str, str] = field(default_factory=dict)
     format: str = "auto"
     fields: dict[str, str] = field(default_factory=dict)
+    columns: dict[str, str] = field(default_factory=dict)  # per-row field → its column (data.*_column)
 
 
 @dataclass
@@ -190,6 +191,10 @@ SCHEMA = pa.schema(
         *((name, pa.string()) for name in ANSWERS),  # answers to the prompt (a reader's answers)
         ("label", pa.string()),
         ("group", pa.string()),
+        ("weight", pa.float64()),  # per-row fields (formats.ROW_FIELDS), null where not given:
+        ("sensitive", pa.string()),  # a demographic attribute (fairness audits)
+        ("domain", pa.string()),
+        ("task", pa.string()),
         ("origin", pa.string()),  # "file", or how an augmented row was made
         ("hash", pa.uint64()),
         ("leak", pa.uint64()),  # = hash, but a prompt only for rows with answers
@@ -213,7 +218,7 @@ def _each(rows: list[tuple], fn, step: str, reason: str, tally: Tally) -> list[t
     empty or None is dropped and counted under `reason`."""
     start = time.perf_counter()
     kept = []
-    for where, text, messages, label, group, answers in rows:
+    for where, text, messages, label, group, answers, fields in rows:
         text, messages, answers = _transform(text, messages, answers, fn)
         if (
             (messages is None and not text)
@@ -223,7 +228,7 @@ def _each(rows: list[tuple], fn, step: str, reason: str, tally: Tally) -> list[t
             tally.dropped[step] += 1
             tally.reasons[reason] += 1
             continue
-        kept.append((where, text, messages, label, group, answers))
+        kept.append((where, text, messages, label, group, answers, fields))
     tally.seconds[step] += time.perf_counter() - start
     return kept
 
@@ -246,7 +251,7 @@ def _process(batch: list[tuple], steps: Steps, tally: Tally) -> dict[str, list]:
         rows = _each(rows, scrub, "pii", "private data (data.pii.action = drop)", tally)
         tally.pii_texts += len(found)
     start = time.perf_counter()
-    keys = [key_text(text, messages, answers) for _, text, messages, _, _, answers in rows]
+    keys = [key_text(text, messages, answers) for _, text, messages, _, _, answers, _ in rows]
     chars = [len(k) for k in keys]
     tokens = [-1] * len(rows)
     if steps.tokenizer is not None and rows:
@@ -275,7 +280,7 @@ def _process(batch: list[tuple], steps: Steps, tally: Tally) -> dict[str, list]:
     if any(row[5] is not None for row in kept):  # rows with answers: what may not recur is the prompt,
         leak = exact_hashes([key_text(row[1], row[2]) for row in kept])  # and pairs of one prompt are
         kept = [  # kept together in splits (a group of their own unless data.group_column gives one)
-            (*row[:4], row[4] if row[4] is not None else f"prompt:{int(h):016x}", row[5])
+            (*row[:4], row[4] if row[4] is not None else f"prompt:{int(h):016x}", *row[5:])
             for row, h in zip(kept, leak, strict=True)
         ]
     tally.seconds["hash"] += time.perf_counter() - start
@@ -286,6 +291,7 @@ def _process(batch: list[tuple], steps: Steps, tally: Tally) -> dict[str, list]:
         **{name: [(r[5] or {}).get(name) for r in kept] for name in ANSWERS},
         "label": [r[3] for r in kept],
         "group": [r[4] for r in kept],
+        **{name: [r[6].get(name) for r in kept] for name in formats.ROW_FIELDS},
         "origin": ["file"] * len(kept),
         "hash": hashes,
         "leak": leak,
@@ -319,7 +325,8 @@ def read_split(
                 tally.records += 1
                 if problem is None:
                     try:
-                        converted.append((where, *READERS[spec.kind].convert(record, where, spec, fmt)))
+                        row = READERS[spec.kind].convert(record, where, spec, fmt)
+                        converted.append((where, *row, formats.row_fields(record, spec.columns)))
                         continue
                     except formats.Bad as exc:
                         problem = str(exc)
@@ -340,7 +347,7 @@ def _tracked(path: Path, options: ReadOptions, tally: Tally) -> Iterator[Record]
     yield from iter_records(path, options, src)
 
 
-EXTRA = {"fold": pa.int64(), "weight": pa.float64()}
+EXTRA = {"fold": pa.int64()}
 
 
 def to_dataset(rows: list[dict]) -> Dataset:
@@ -370,7 +377,7 @@ class Scratch:
         return Dataset.from_file(str(out), in_memory=False)
 
 
-OUTPUT_KEYS = ("text", *ANSWERS, "label", "group", "where", "origin", "fold", "weight")
+OUTPUT_KEYS = ("text", *ANSWERS, "label", "group", *formats.ROW_FIELDS, "where", "origin", "fold")
 
 
 def write_jsonl(rows: Dataset, path: Path) -> None:
@@ -393,7 +400,7 @@ def write_jsonl(rows: Dataset, path: Path) -> None:
 def to_example(row: dict) -> formats.Example:
     """A stored row as the recipes' canonical example."""
     messages = json.loads(row["messages"]) if row["messages"] else None
-    return formats.Example(messages, row["text"], row["where"])
+    return formats.Example(messages, row["text"], row["where"], row.get("weight"))
 
 
 def hashes(rows: Dataset, name: str = "hash") -> np.ndarray:

@@ -137,7 +137,8 @@ def classification_loss(class_weights: list[float] | None = None) -> Loss:
             value = F.cross_entropy(logits, labels, weight=by_class.to(logits.device))
         else:
             weights = weights.to(logits.dtype)
-            value = (F.cross_entropy(logits, labels, reduction="none") * weights).sum() / weights.sum()
+            per_row = F.cross_entropy(logits, labels, reduction="none") * weights
+            value = per_row.sum() / weights.sum().clamp(min=1e-12)
         return value, outputs, False
 
     return loss

@@ -45,7 +45,7 @@ class Rows:
     texts: list[str]
     labels: list[str]
     where: list[str]
-    weights: list[float] | None = None  # data.augment.balance = weights
+    weights: list[float] | None = None  # per-row loss weights (data.weight_column × data.augment.balance)
 
     def __len__(self) -> int:
         return len(self.texts)
@@ -54,7 +54,8 @@ class Rows:
     def of(cls, rows) -> Rows:
         """From pipeline rows (a Dataset or a list of dicts)."""
         rows = rows if isinstance(rows, list) else rows.to_list()
-        weights = [row["weight"] for row in rows] if rows and "weight" in rows[0] else None
+        weights = [row.get("weight") for row in rows]
+        weights = [1.0 if w is None else w for w in weights] if any(w is not None for w in weights) else None
         where = [r.get("where", f"row {i}") for i, r in enumerate(rows, 1)]
         return cls([r["text"] for r in rows], [r["label"] for r in rows], where, weights)
 
@@ -114,9 +115,16 @@ def prepare(config: RunConfig) -> Prepared:
 
 
 def tokenized(
-    rows: Rows, tokenizer, max_length: int, label2id: dict[str, int], *, by_length: bool = False
+    rows: Rows,
+    tokenizer,
+    max_length: int,
+    label2id: dict[str, int],
+    *,
+    by_length: bool = False,
+    weights: bool = False,
 ) -> Dataset:
-    """Token ids, labels and lengths; evaluation sets are sorted by length to cut padding."""
+    """Token ids, labels and lengths (and with `weights`, the rows' loss weights where they carry any);
+    evaluation sets are sorted by length to cut padding."""
     encoded = tokenizer(rows.texts, truncation=True, max_length=max_length)
     data = {
         "input_ids": encoded["input_ids"],
@@ -126,6 +134,8 @@ def tokenized(
     }
     if "token_type_ids" in encoded:
         data["token_type_ids"] = encoded["token_type_ids"]
+    if weights and rows.weights is not None:
+        data["weight"] = rows.weights
     dataset = Dataset.from_dict(data)
     return dataset.select(np.argsort(data["length"], kind="stable")) if by_length else dataset
 
@@ -223,7 +233,10 @@ def train(
 
     model, params = components.adapt(config, model)
     max_length = config.model.max_length
-    train_dataset = tokenized(prepared.train, tokenizer, max_length, label2id)
+    per_row = bool(
+        config.data.weight_column
+    )  # else balance weights follow the class: the loss's class weights
+    train_dataset = tokenized(prepared.train, tokenizer, max_length, label2id, weights=per_row)
     truncated = count_truncated(prepared.train.texts, train_dataset["length"], tokenizer, max_length)
     print(
         f"data: {len(prepared.train)} train / {len(prepared.validation)} validation / {len(prepared.test)} test rows, "
@@ -240,7 +253,7 @@ def train(
         else None,
         collator=DataCollatorWithPadding(tokenizer),
         compute_metrics=_compute_metrics(labels),
-        loss=classification_loss(_class_weights(prepared.train, labels)),
+        loss=classification_loss(None if per_row else _class_weights(prepared.train, labels)),
         callbacks=callbacks,
     )
     history = fit(trainer, run_dir, resume)

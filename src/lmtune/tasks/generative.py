@@ -46,6 +46,7 @@ def save_splits(splits: dict[str, list[Encoded]], folder: Path) -> None:
                     "tokens": len(e.input_ids),
                     "prompt": e.prompt,
                     "reference": e.reference,
+                    **({"weight": e.weight} if e.weight is not None else {}),
                 }
                 out.write(json.dumps(row, ensure_ascii=False) + "\n")
 

@@ -150,6 +150,11 @@ def _start(config: RunConfig) -> tuple[Path | str, dict | None]:
 
 def prepare(config: RunConfig) -> Prepared:
     check_setup(config)
+    if config.data.weight_column:
+        raise LmtuneError(
+            f"data.weight_column = {config.data.weight_column!r}: the preference losses (TRL's trainers) "
+            "take no per-row weights; remove it (kto: preference.desirable_weight / undesirable_weight)"
+        )
     path, start = _start(config)
     trusted = config.model.trust_remote_code
     tokenizer = load_tokenizer(path / "model" if start else path, trusted)

@@ -54,7 +54,8 @@ def encode_split(config: RunConfig, tokenizer, examples: list[Example], report: 
             )
         if problem is None:
             user = next((m["content"] for m in reversed(messages[:last]) if m["role"] == "user"), "")
-            out.append(Encoded(source, target, example.where, source, user, messages[last]["content"]))
+            reference = messages[last]["content"]
+            out.append(Encoded(source, target, example.where, source, user, reference, example.weight))
         else:
             generative.bad_record(config, example.where, problem, report)
     return out
@@ -83,7 +84,12 @@ def train(
     config: RunConfig, prepared: Prepared, run_dir: Path, resume: bool = False, callbacks: tuple = ()
 ) -> dict:
     return generative.train(
-        config, prepared, run_dir, resume, lambda c, p, m: (as_dataset(p.splits["train"]), "off"), callbacks
+        config,
+        prepared,
+        run_dir,
+        resume,
+        lambda c, p, m: (as_dataset(p.splits["train"], weights=True), "off"),
+        callbacks,
     )
 
 

@@ -50,6 +50,7 @@ def encode_chat(config: RunConfig, tokenizer, example: Example) -> Encoded:
         prompt_ids=tokenizer.encode(context, add_special_tokens=False),
         prompt=user,
         reference=messages[last]["content"],
+        weight=example.weight,
     )
 
 
@@ -63,7 +64,11 @@ def encode_split(config: RunConfig, tokenizer, examples: list[Example], report: 
             ids = encode_text(tokenizer, example.text)
             chunks = [ids[i : i + limit] for i in range(0, len(ids), limit)]
             report["documents_split"] = report.get("documents_split", 0) + (len(chunks) > 1)
-            out += [Encoded(chunk, list(chunk), example.where) for chunk in chunks if len(chunk) > 1]
+            out += [
+                Encoded(chunk, list(chunk), example.where, weight=example.weight)
+                for chunk in chunks
+                if len(chunk) > 1
+            ]
             continue
         encoded = encode_chat(config, tokenizer, example)
         problem = None
@@ -88,6 +93,12 @@ def prepare(config: RunConfig) -> Prepared:
     model_path = assets.resolve_model(config.model.name)
     tokenizer = load_tokenizer(model_path, config.model.trust_remote_code)
     examples, format, data_report = read_examples(config, tokenizer)
+    if config.data.weight_column and (config.chat.packing or format == "text"):
+        packed = "chat.packing = true" if config.chat.packing else "plain-text documents are always packed"
+        raise LmtuneError(
+            f"data.weight_column = {config.data.weight_column!r} with packed rows ({packed}): a packed row "
+            "holds several examples, so it has no one weight; drop one of them"
+        )
     if tokenizer.eos_token is None:
         raise LmtuneError(
             f"model.name: the tokenizer of '{model_path}' has no EOS token; a causal LM needs one"
@@ -116,7 +127,7 @@ def train_rows(config: RunConfig, prepared, model) -> tuple[Dataset, str]:
     """The training set as rows, packed when asked (always for plain text), and how it was packed."""
     train = prepared.splits["train"]
     if not (config.chat.packing or prepared.format == "text"):
-        return as_dataset(train), "off"
+        return as_dataset(train, weights=True), "off"
     rows = Dataset.from_list(pack(train, config.model.max_length))
     note = f"{len(train)} examples in {len(rows)} rows of ≤ {config.model.max_length} tokens"
     if model.config.model_type not in PACKING_SEPARATES:
