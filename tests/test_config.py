@@ -97,6 +97,31 @@ def test_a_search_over_methods_gives_each_trial_its_methods_settings():
     assert validate(apply(base, {"method.name": "dora", "method.lora.r": 4}), "t").method.lora.r == 4
 
 
+def test_a_search_checks_method_settings_against_the_methods_it_tries():
+    from lmtune.tune.space import parse_space
+
+    lora_r = {"type": "categorical", "choices": [4, 8]}
+    full = load_config(None, ["search.trials=2"])
+    full.search.space = {"method.lora.r": lora_r}
+    with pytest.raises(LmtuneError) as caught:
+        parse_space(full, "s.yaml")
+    assert str(caught.value) == (
+        "s.yaml: search.space['method.lora.r']: no method this search tries reads method.lora (method.name: "
+        "full; read by lora, dora, qlora); set method.name or search it"
+    )
+    full.search.space = {
+        "method.name": {"type": "categorical", "choices": ["full", "dora"]},
+        "method.lora.r": lora_r,
+    }
+    assert set(parse_space(full, "s.yaml")) == {"method.name", "method.lora.r"}
+    full.search.space = {
+        "method.name": {"type": "categorical", "choices": ["lora"]},
+        "method.lora.rank": lora_r,
+    }
+    with pytest.raises(LmtuneError, match=r"unknown key 'method.lora.rank'"):
+        parse_space(full, "s.yaml")
+
+
 def test_a_tasks_own_section_comes_from_its_module():
     """preference: is declared beside its recipe (Task.config) and gathered into the run config."""
     from lmtune.tasks import TASKS, section

@@ -236,13 +236,18 @@ def _method_section(raw: Any) -> Any:
     for key in [k for k in raw if k not in reads and k in _METHOD_SECTIONS]:
         default = _METHOD_SECTIONS[key]().model_dump(mode="json")
         if raw[key] not in (None, {}) and _defaults_of(raw[key], default) is False:
-            readers = [n for n, m in METHODS.items() if key in m.settings.model_fields]
+            readers = method_readers(key)
             raise ValueError(
                 f"method.{key} is set, but method.name = {name!r} does not read it (read by "
                 f"{', '.join(readers)}); remove method.{key} or change method.name"
             )
         del raw[key]
     return raw
+
+
+def method_readers(section: str) -> list[str]:
+    """The methods whose settings hold `method.<section>` (lora: lora, dora, qlora)."""
+    return [name for name, method in METHODS.items() if section in method.settings.model_fields]
 
 
 def _defaults_of(given: Any, default: dict) -> bool:

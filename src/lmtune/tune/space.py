@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from lmtune.config import RunConfig, method_reads, set_key, validate
+from lmtune.config import RunConfig, method_readers, method_reads, set_key, validate
 from lmtune.errors import LmtuneError
 
 TYPES = {
@@ -173,6 +173,9 @@ def _check_key(key: str, base: dict, where: str) -> None:
     for fixed in FIXED:
         if key == fixed or key.startswith(fixed + "."):
             raise LmtuneError(f"{where}: {fixed} is fixed for a search and cannot be searched")
+    parts = key.split(".")
+    if parts[0] == "method" and len(parts) > 2 and method_readers(parts[1]):
+        return  # another method's settings: checked against the methods the search tries (parse_space)
     node: Any = base
     for i, part in enumerate(key.split(".")):
         if node is None:  # an optional section left null: validation decides
@@ -203,8 +206,9 @@ def parse_space(config: RunConfig, source: str) -> dict[str, Dimension]:
         where = f"{source}: search.space[{key!r}]"
         _check_key(key, base, where)
         dimension = _dimension(key, spec, where)
+        reader = _method_reading(key, base, search.space, where)
         for name, value in dimension.probes().items():
-            validate(apply(base, {key: value}), f"{where}: {name}")
+            validate(apply(base, {**reader, key: value}), f"{where}: {name}")
         if search.sampler == "grid" and dimension.grid() is None:
             raise LmtuneError(
                 f"{where}: sampler grid needs finite dimensions; make it type: categorical with choices, "
@@ -212,6 +216,24 @@ def parse_space(config: RunConfig, source: str) -> dict[str, Dimension]:
             )
         space[key] = dimension
     return space
+
+
+def _method_reading(key: str, base: dict, space: dict, where: str) -> dict:
+    """For a key of a method's settings (method.lora.r): {"method.name": a method this search tries that
+    reads it}, to check the key's values against; an error when no method it tries reads it."""
+    parts = key.split(".")
+    if parts[0] != "method" or len(parts) < 3 or not (readers := method_readers(parts[1])):
+        return {}
+    spec = space.get("method.name")
+    choices = spec.get("choices") if isinstance(spec, dict) else None
+    tried = choices if isinstance(choices, list) and choices else [base["method"]["name"]]
+    reading = [name for name in tried if name in readers]
+    if not reading:
+        raise LmtuneError(
+            f"{where}: no method this search tries reads method.{parts[1]} (method.name: "
+            f"{', '.join(map(str, tried))}; read by {', '.join(readers)}); set method.name or search it"
+        )
+    return {"method.name": reading[0]}
 
 
 def grid_of(space: dict[str, Dimension]) -> dict[str, list]:
