@@ -44,3 +44,19 @@ def test_trl_experimental_trainers_are_where_the_shim_imports_them():
         assert {"beta", "max_length", "disable_dropout"} <= fields and callable(trainer)
     cpo, _ = shims.trl_experimental("cpo")
     assert {"loss_type", "cpo_alpha", "simpo_gamma"} <= {f.name for f in dataclasses.fields(cpo)}
+
+
+def test_trl_keeps_the_series_it_logs_where_the_shim_reads_them():
+    """DPOTrainer.log averages trainer._metrics[mode][name] into each log line, then clears it: the
+    shared-prompt DPO step (tasks/preference_dpo.py) appends its curves there."""
+    import inspect
+
+    from trl import DPOTrainer
+
+    source = inspect.getsource(DPOTrainer.log)
+    assert "self._metrics[mode].items()" in source and "self._metrics[mode].clear()" in source
+
+    class Fake:
+        _metrics = {"train": {"rewards/margins": [0.5]}}
+
+    assert shims.trl_metrics(Fake())["train"]["rewards/margins"] == [0.5]

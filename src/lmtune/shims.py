@@ -45,6 +45,13 @@ def trl_experimental(name: str):
     return ORPOConfig, ORPOTrainer
 
 
+def trl_metrics(trainer) -> dict:
+    """The series a TRL trainer averages into each log line ({"train"|"eval": {name: [values]}}): TRL
+    1.16 keeps them in the private `_metrics`, which lmtune's own DPO loss step (tasks/preference_dpo.py)
+    appends to so that its curves reach the logs under TRL's names."""
+    return trainer._metrics
+
+
 def sacrebleu_sentence_statistics(scorer, predictions: Sequence[str], references: Sequence[str]) -> list:
     """Per-sentence sufficient statistics (n-gram matches and totals, lengths) of a sacrebleu BLEU or
     CHRF scorer: what its corpus score sums, and what its own paired bootstrap resamples. sacrebleu

@@ -35,7 +35,8 @@ from lmtune.data.pipeline import prepare_data
 from lmtune.data.report import data_sections
 from lmtune.errors import LmtuneError
 from lmtune.evaluate import checks, metrics, predictions
-from lmtune.evaluate.generation import answer_prompts, heldout_loss
+from lmtune.evaluate.generation import EVAL_TOKENS, answer_prompts, heldout_loss
+from lmtune.models import shared_prompt
 from lmtune.models.chat_template import Stop, apply_template, end_of_turn, render
 from lmtune.models.load import (
     device,
@@ -51,7 +52,7 @@ from lmtune.models.weights import merge
 from lmtune.page import png, subplots, table
 from lmtune.progress import progress
 from lmtune.runs import MARKER, read_run
-from lmtune.tasks import components, generative, sft
+from lmtune.tasks import components, generative, preference_dpo, sft
 from lmtune.tasks.contract import TrainResult
 from lmtune.train import check_setup, fit, guarded_trainer, training_settings
 
@@ -235,21 +236,58 @@ def _as_encoded(pairs: list[Pair], answer: str) -> list[Encoded]:
 
 def log_probs(config: RunConfig, model, tokenizer, pairs: list[Pair], desc: str) -> dict:
     """Each pair's summed log-probability of its chosen and rejected answers and their token counts; for
-    unpaired answers, each answer's ("logp", "tokens") and whether it is desirable."""
+    unpaired answers, each answer's ("logp", "tokens") and whether it is desirable. Each prompt is
+    computed once for its answers where the model allows (models.shared_prompt), else each answer is
+    scored as its own sequence."""
     answers = ("chosen",) if pairs[0].unpaired else ("chosen", "rejected")
-    out = {}
-    for answer in answers:
-        loss = heldout_loss(
-            config, model, tokenizer.pad_token_id, _as_encoded(pairs, answer), f"{desc}: {answer}"
-        )
-        out[f"{answer}_logp"] = [-s for s in loss["per_example"]["loss_sum"]]
-        out[f"{answer}_tokens"] = loss["per_example"]["tokens"]
+    if config.preference.shared_prompt and shared_prompt.supported(model):
+        out = _shared_log_probs(config, model, tokenizer.pad_token_id, pairs, answers, desc)
+    else:
+        out = {}
+        for answer in answers:
+            loss = heldout_loss(
+                config, model, tokenizer.pad_token_id, _as_encoded(pairs, answer), f"{desc}: {answer}"
+            )
+            out[f"{answer}_logp"] = [-s for s in loss["per_example"]["loss_sum"]]
+            out[f"{answer}_tokens"] = loss["per_example"]["tokens"]
     if len(answers) == 1:
         return {
             "logp": out["chosen_logp"],
             "tokens": out["chosen_tokens"],
             "desirable": [p.desirable for p in pairs],
         }
+    return out
+
+
+def _shared_log_probs(config: RunConfig, model, pad_id: int, pairs: list[Pair], answers, desc: str) -> dict:
+    """log_probs with each prompt computed once: length-sorted batches of at most eval_batch_size pairs
+    and EVAL_TOKENS padded answer tokens."""
+    model.eval()
+    model.to(device())
+    autocast = bf16_autocast(inference_precision(config, model))
+    order = sorted(range(len(pairs)), key=lambda i: pairs[i].length)
+    out = {f"{a}_{kind}": [0] * len(pairs) for a in answers for kind in ("logp", "tokens")}
+    batches, batch = [], []
+    for i in order:  # ascending: the newest pair is the widest
+        if batch and (
+            len(batch) == config.training.eval_batch_size
+            or (len(batch) + 1) * len(answers) * pairs[i].length > EVAL_TOKENS
+        ):
+            batches.append(batch)
+            batch = []
+        batch.append(i)
+    batches += [batch] if batch else []
+    with progress(len(pairs), desc=f"{desc}: log-probabilities", unit="pair") as bar:
+        for rows in batches:
+            ids = [getattr(pairs[i], f"{a}_ids") for i in rows for a in answers]
+            with autocast, torch.inference_mode():
+                sums, counts = shared_prompt.answer_log_probs(
+                    model, [pairs[i].prompt_ids for i in rows], ids, pad_id
+                )
+            for j, (s, n) in enumerate(zip(sums.tolist(), counts.tolist(), strict=True)):
+                i, answer = rows[j // len(answers)], answers[j % len(answers)]
+                out[f"{answer}_logp"][i], out[f"{answer}_tokens"][i] = s, int(n)
+            bar.update(len(rows))
     return out
 
 
@@ -377,7 +415,8 @@ def trainer_for(
         make_args, kind = shims.trl_experimental("orpo")
         args, reference = make_args(**settings), {}
     else:
-        loss_type = {"dpo": "sigmoid", "ipo": "ipo"}[p.loss]
+        # TRL's sigmoid loss ignores label_smoothing; its robust loss is DPO with flipped-label smoothing
+        loss_type = {"dpo": "robust" if p.label_smoothing else "sigmoid", "ipo": "ipo"}[p.loss]
         losses = {loss_type: 1.0, **({"sft": p.sft_weight} if p.sft_weight else {})}
         args = DPOConfig(
             **settings,
@@ -385,7 +424,8 @@ def trainer_for(
             loss_weights=list(losses.values()),
             label_smoothing=p.label_smoothing,
         )
-        kind = DPOTrainer
+        shared = p.shared_prompt and preference_dpo.usable(model, list(losses))
+        kind = preference_dpo.trainer_class() if shared else DPOTrainer
     return guarded_trainer(
         kind,
         config,

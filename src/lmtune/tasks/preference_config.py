@@ -34,6 +34,12 @@ class PreferenceConfig(Section):
         "the known drift of both answers down; 0 = off",
     )
     simpo_gamma: float = Field(0.5, ge=0, description="simpo: the target reward margin")
+    shared_prompt: bool = Field(
+        True,
+        description="compute each pair's prompt once for both answers (lmtune.models.shared_prompt): in "
+        "held-out scoring, and in dpo/ipo training with an adapter (lora, dora, qlora, ia3) on a plain-head "
+        "causal LM; the same loss as TRL's separate sequences for less work. false: TRL's own step",
+    )
     desirable_weight: float = Field(1.0, gt=0, description="kto: weight of the desirable answers' loss")
     undesirable_weight: float = Field(1.0, gt=0, description="kto: weight of the undesirable answers' loss")
 
