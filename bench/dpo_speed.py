@@ -12,6 +12,11 @@ the base with the adapter disabled (TRL: a frozen copy of the fresh adapter) as 
 - trl-no-gc: TRL with gradient checkpointing off: a diagnostic, NOT TRL's default.
 - lmtune-no-group: lmtune with training.group_by_length off: a diagnostic that splits what grouping
   pairs by length gives (speed) and costs (its longest batch comes first: the peak) from the rest.
+- lmtune-no-share: lmtune with preference.shared_prompt off (TRL's own loss step, each prompt computed
+  for each answer): a diagnostic that splits what prompt sharing gives from the rest. Tokens/s counts
+  the same pair tokens on every side (the prompt twice, as TRL feeds it), so a side that computes each
+  prompt once is credited with the tokens it did not have to compute: the rate at which the training
+  data goes through.
 
 Each side runs in its own subprocess (bench/sides.py: its own peak RSS, and how many cores other
 processes kept busy). Tokens/s = the real tokens of the training pairs consumed (prompt + chosen and
@@ -57,7 +62,7 @@ DEFAULT_DATA = (
     / "hh_rlhf_harmless_base_test.jsonl.gz"
 )
 LORA = {"r": 16, "lora_alpha": 32, "lora_dropout": 0.0, "target_modules": TARGETS}  # peft names
-SIDES = ("trl", "lmtune", "trl-no-gc", "lmtune-no-group")
+SIDES = ("trl", "lmtune", "trl-no-gc", "lmtune-no-group", "lmtune-no-share")
 
 
 def encode(tokenizer, pair: dict) -> tuple[list[int], list[int], list[int]]:
@@ -141,7 +146,7 @@ def lmtune_command(
             "name": "lora",
             "lora": {"r": LORA["r"], "alpha": LORA["lora_alpha"], "dropout": 0.0, "target_modules": TARGETS},
         },
-        "preference": {"loss": "dpo", "beta": args.beta},
+        "preference": {"loss": "dpo", "beta": args.beta, "shared_prompt": side != "lmtune-no-share"},
         "training": {
             "epochs": 1,
             "max_steps": steps,

@@ -79,6 +79,8 @@ def verdicts(results: dict[str, dict[str, Any]], quality: str, key: str, digits:
         )
     if "lmtune-no-group" in results:
         lines.append("lmtune-no-group: lmtune with training.group_by_length false (a diagnostic variant)")
+    if "lmtune-no-share" in results:
+        lines.append("lmtune-no-share: lmtune with preference.shared_prompt false (a diagnostic variant)")
     lines.append("")
     for ours in (side for side in results if side.startswith("lmtune")):
         for peer in (peer for peer in ("trl", "trl-no-gc") if peer in results):
