@@ -35,6 +35,20 @@ def as_dataset(encoded: list[Encoded], weights: bool = False) -> Dataset:
     return Dataset.from_dict(data)
 
 
+def pad(rows: list[list[int]], pad_id: int, left: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """(ids, attention mask) of rows padded to the longest. Decoder-only prompts pad on the left
+    (generation, or answers, continue at the right edge); encoder inputs pad on the right (models with
+    learned absolute positions, e.g. BART, expect text to start at 0)."""
+    width = max(len(ids) for ids in rows)
+    input_ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for row, ids in enumerate(rows):
+        span = slice(width - len(ids), width) if left else slice(0, len(ids))
+        input_ids[row, span] = torch.tensor(ids, dtype=torch.long)
+        mask[row, span] = 1
+    return input_ids, mask
+
+
 def collate(pad_id: int):
     """Pad inputs with pad_id and labels with -100, each to its own longest row (labels are the
     decoder side for seq2seq). -100 padding keeps an EOS that doubles as the pad token learnable.

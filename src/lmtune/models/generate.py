@@ -5,23 +5,11 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from lmtune.data.batches import pad
 from lmtune.models.chat_template import Stop
 from lmtune.models.load import device, inference_attention, set_attention
 from lmtune.models.precision import bf16_autocast
 from lmtune.progress import progress
-
-
-def _pad(batch: list[list[int]], pad_id: int, left: bool) -> tuple[torch.Tensor, torch.Tensor]:
-    """Decoder-only prompts pad on the left (generation continues at the right edge); encoder inputs
-    pad on the right (models with learned absolute positions, e.g. BART, expect text to start at 0)."""
-    width = max(len(ids) for ids in batch)
-    input_ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(batch), width), dtype=torch.long)
-    for row, ids in enumerate(batch):
-        span = slice(width - len(ids), width) if left else slice(0, len(ids))
-        input_ids[row, span] = torch.tensor(ids, dtype=torch.long)
-        mask[row, span] = 1
-    return input_ids, mask
 
 
 def _cut(new_ids: list[int], tokenizer, stop: Stop) -> dict:
@@ -76,7 +64,7 @@ def generate_answers(
     with progress(len(prompts), desc=desc, unit="prompt", enabled=streamer is None) as bar:
         for start in range(0, len(prompts), settings.batch_size):
             index = order[start : start + settings.batch_size]
-            input_ids, mask = _pad([prompts[i] for i in index], pad_id, left=not encoder_decoder)
+            input_ids, mask = pad([prompts[i] for i in index], pad_id, left=not encoder_decoder)
             set_attention(model, inference_attention(attention, input_ids.shape[1]) or trained_with)
             with autocast, torch.inference_mode():
                 output = model.generate(

@@ -18,22 +18,12 @@ import torch
 import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
+from lmtune.data.batches import pad
 from lmtune.models.loss import CHUNK, _causal_lm
 
 
 def supported(model) -> bool:
     return not getattr(model.config, "is_encoder_decoder", False) and _causal_lm(model) is not None
-
-
-def _pad(rows: list[list[int]], value: int, left: bool, device) -> tuple[torch.Tensor, torch.Tensor]:
-    width = max(len(r) for r in rows)
-    ids = torch.full((len(rows), width), value, dtype=torch.long)
-    mask = torch.zeros((len(rows), width), dtype=torch.long)
-    for i, row in enumerate(rows):
-        span = slice(width - len(row), width) if left else slice(0, len(row))
-        ids[i, span] = torch.tensor(row, dtype=torch.long)
-        mask[i, span] = 1
-    return ids.to(device), mask.to(device)
 
 
 def _token_log_probs(head, hidden: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -54,7 +44,7 @@ def answer_log_probs(
     inner = _causal_lm(model)
     body, head = getattr(inner, inner.base_model_prefix), inner.get_output_embeddings()
     device = head.weight.device
-    prompt_ids, prompt_mask = _pad(prompts, pad_id, left=True, device=device)
+    prompt_ids, prompt_mask = (t.to(device) for t in pad(prompts, pad_id, left=True))
     positions = (prompt_mask.cumsum(1) - 1).clamp(min=0)
     out = body(input_ids=prompt_ids, attention_mask=prompt_mask, position_ids=positions, use_cache=True)
     cache, last = (
@@ -64,7 +54,7 @@ def answer_log_probs(
     if k > 1:
         cache.batch_repeat_interleave(k)
         last, prompt_mask = last.repeat_interleave(k, 0), prompt_mask.repeat_interleave(k, 0)
-    answer_ids, answer_mask = _pad(answers, pad_id, left=False, device=device)
+    answer_ids, answer_mask = (t.to(device) for t in pad(answers, pad_id, left=False))
     lengths = prompt_mask.sum(1, keepdim=True)
     hidden = body(
         input_ids=answer_ids,
