@@ -235,7 +235,7 @@ def _method_section(raw: Any) -> Any:
     reads = METHODS[name].settings.model_fields
     for key in [k for k in raw if k not in reads and k in _METHOD_SECTIONS]:
         default = _METHOD_SECTIONS[key]().model_dump(mode="json")
-        if raw[key] not in (None, {}) and _defaults_of(raw[key], default) is False:
+        if raw[key] not in (None, {}) and not _defaults_of(raw[key], default):
             readers = method_readers(key)
             raise ValueError(
                 f"method.{key} is set, but method.name = {name!r} does not read it (read by "
@@ -256,6 +256,8 @@ def _defaults_of(given: Any, default: dict) -> bool:
 
 
 def _method_config():
+    """The `method:` annotation (a union of every method's settings, tagged by name), and each settings
+    sub-section (lora, qlora, …) with its class."""
     members = tuple(method.settings for method in METHODS.values())
     sections: dict[str, type] = {}
     for member in members:
