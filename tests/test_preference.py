@@ -407,3 +407,32 @@ def test_a_search_tunes_a_preference_run_on_its_validation_loss(tiny_generative_
         )
     best = yaml.safe_load((folder / "best.yaml").read_text())
     assert best["task"] == "preference" and best["preference"]["beta"] in (0.5, 2.0)
+
+
+def test_a_kto_run_cross_validates_on_its_unpaired_scores(tiny_generative_dir, tmp_path):
+    """training.cv_folds on unpaired (KTO) answers: k fold runs, and the unpaired headline columns
+    (desirable_auc, implicit_reward_auc) averaged over them."""
+    import yaml
+
+    rows = []
+    for pair in capital_pairs(60, seed=2):
+        rows.append({"prompt": pair["prompt"], "completion": pair["chosen"], "label": True})
+        rows.append({"prompt": pair["prompt"] + " ", "completion": pair["rejected"], "label": False})
+    path = tmp_path / "kto.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    raw = preference_config(
+        tiny_generative_dir("llama"),
+        path,
+        tmp_path / "runs",
+        preference={"loss": "kto"},
+        training={"epochs": 1, "cv_folds": 2},
+        evaluation={"generation": {"max_new_tokens": 2, "prompts": 2}},
+    )
+    (tmp_path / "kto.yaml").write_text(yaml.safe_dump(raw))
+    assert main(["train", str(tmp_path / "kto.yaml")]) == 0
+    run_dir = tmp_path / "runs" / "run"
+    cv = json.loads((run_dir / "cv_metrics.json").read_text())
+    assert cv["folds"] == 2 and sorted(p.name for p in (run_dir / "folds").iterdir()) == ["fold-1", "fold-2"]
+    assert {"desirable_auc", "implicit_reward_auc"} <= set(cv["mean"]["test"])
+    per_fold = [f["test"]["desirable_auc"] for f in cv["per_fold"]]
+    assert cv["mean"]["test"]["desirable_auc"] == pytest.approx(sum(per_fold) / 2)
