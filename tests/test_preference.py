@@ -72,6 +72,17 @@ def run(raw: dict):
     return config, metrics
 
 
+def kto_file(tmp_path, pairs: list[dict]):
+    """Each pair as two unpaired answers (KTO): the chosen one desirable, the rejected one not."""
+    rows = []
+    for pair in pairs:
+        rows.append({"prompt": pair["prompt"], "completion": pair["chosen"], "label": True})
+        rows.append({"prompt": pair["prompt"] + " ", "completion": pair["rejected"], "label": False})
+    path = tmp_path / "kto.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
 @pytest.fixture
 def pairs_file(tmp_path):
     path = tmp_path / "pairs.jsonl"
@@ -119,12 +130,7 @@ def test_kto_learns_from_unpaired_answers_and_the_cli_trains_a_preference_run(
 ):
     import yaml
 
-    rows = []
-    for pair in capital_pairs(120, seed=1):
-        rows.append({"prompt": pair["prompt"], "completion": pair["chosen"], "label": True})
-        rows.append({"prompt": pair["prompt"] + " ", "completion": pair["rejected"], "label": False})
-    path = tmp_path / "kto.jsonl"
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    path = kto_file(tmp_path, capital_pairs(120, seed=1))
     raw = preference_config(
         tiny_generative_dir("llama"),
         path,
@@ -414,12 +420,7 @@ def test_a_kto_run_cross_validates_on_its_unpaired_scores(tiny_generative_dir, t
     (desirable_auc, implicit_reward_auc) averaged over them."""
     import yaml
 
-    rows = []
-    for pair in capital_pairs(60, seed=2):
-        rows.append({"prompt": pair["prompt"], "completion": pair["chosen"], "label": True})
-        rows.append({"prompt": pair["prompt"] + " ", "completion": pair["rejected"], "label": False})
-    path = tmp_path / "kto.jsonl"
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    path = kto_file(tmp_path, capital_pairs(60, seed=2))
     raw = preference_config(
         tiny_generative_dir("llama"),
         path,
