@@ -12,7 +12,7 @@ import numpy as np
 import pyarrow.compute as pc
 
 from lmtune.config import RunConfig
-from lmtune.data.formats import on_bad
+from lmtune.data.formats import ROW_FIELDS, on_bad
 from lmtune.data.rows import column, reason_kind
 from lmtune.page import png, subplots, table
 
@@ -264,7 +264,7 @@ def split_stats(rows, kind: str) -> dict:
     for origin, count in _counts(arrow["origin"]).items():  # augmented rows name their source row
         origins[origin.split(":")[0]] += count
     stats["origins"] = dict(origins)
-    for name in ("sensitive", "domain", "task"):  # per-row fields (data.*_column), where given
+    for name in (f for f in ROW_FIELDS if f != "weight"):  # per-row fields (data.*_column), where given
         if arrow[name].null_count < len(rows):
             stats[name] = dict(Counter(_counts(arrow[name])).most_common(20))
     if arrow["weight"].null_count < len(rows):
@@ -387,7 +387,7 @@ def data_sections(report: dict) -> list[tuple[str, str]]:
         body = f"<p>{held} (action: {pii['action']}).</p>" + table(["type", "hits"], hits)
         sections.append(("Data: private data", body))
     splits = report["splits"]
-    fields = [f for f in ("weight", "sensitive", "domain", "task") if any(f in s for s in splits.values())]
+    fields = [f for f in ROW_FIELDS if any(f in s for s in splits.values())]
     rows = [
         [
             name,

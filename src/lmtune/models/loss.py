@@ -66,6 +66,19 @@ def _token_loss(head, hidden: torch.Tensor, targets: torch.Tensor) -> torch.Tens
     return F.cross_entropy(head(hidden).float(), targets, reduction="sum")
 
 
+def token_losses(head, hidden: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Per-position cross-entropy of head(hidden) against targets, CHUNK positions at a time; under
+    autograd each chunk's logits are recomputed in the backward pass instead of kept."""
+    chunks = zip(hidden.split(CHUNK), targets.split(CHUNK), strict=True)
+    if torch.is_grad_enabled():
+        return torch.cat([checkpoint(_position_losses, head, h, t, use_reentrant=False) for h, t in chunks])
+    return torch.cat([_position_losses(head, h, t) for h, t in chunks])
+
+
+def _position_losses(head, hidden: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    return F.cross_entropy(head(hidden).float(), targets, reduction="none")
+
+
 def row_losses(model, inputs: dict) -> tuple[torch.Tensor, torch.Tensor]:
     """(sum of token losses, labelled tokens) per row of a batch: what labelled_loss sums, kept per
     example so that held-out loss and perplexity get bootstrap intervals over the examples."""
@@ -91,9 +104,7 @@ def row_losses(model, inputs: dict) -> tuple[torch.Tensor, torch.Tensor]:
         losses = F.cross_entropy(logits[keep].float(), targets[keep], reduction="none")
     else:
         hidden = getattr(inner, inner.base_model_prefix)(**inputs, use_cache=False).last_hidden_state[:, :-1]
-        head, hidden, flat = inner.get_output_embeddings(), hidden[keep], targets[keep]
-        chunks = zip(hidden.split(CHUNK), flat.split(CHUNK), strict=True)
-        losses = torch.cat([F.cross_entropy(head(h).float(), t, reduction="none") for h, t in chunks])
+        losses = token_losses(inner.get_output_embeddings(), hidden[keep], targets[keep])
     sums = torch.zeros(len(labels), dtype=torch.float32, device=losses.device)
     return sums.index_add_(0, keep.nonzero()[:, 0], losses), keep.sum(1)
 

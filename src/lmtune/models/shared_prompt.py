@@ -15,19 +15,13 @@ and adapters that do not rewrite the input (no prompt or prefix tuning): `suppor
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
-from torch.utils.checkpoint import checkpoint
 
 from lmtune.data.batches import pad
-from lmtune.models.loss import CHUNK, _causal_lm
+from lmtune.models.loss import _causal_lm, token_losses
 
 
 def supported(model) -> bool:
     return not getattr(model.config, "is_encoder_decoder", False) and _causal_lm(model) is not None
-
-
-def _token_log_probs(head, hidden: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    return -F.cross_entropy(head(hidden).float(), targets, reduction="none")
 
 
 def answer_log_probs(
@@ -47,10 +41,8 @@ def answer_log_probs(
     prompt_ids, prompt_mask = (t.to(device) for t in pad(prompts, pad_id, left=True))
     positions = (prompt_mask.cumsum(1) - 1).clamp(min=0)
     out = body(input_ids=prompt_ids, attention_mask=prompt_mask, position_ids=positions, use_cache=True)
-    cache, last = (
-        out.past_key_values,
-        out.last_hidden_state[:, -1],
-    )  # the last prompt token predicts answer[0]
+    cache = out.past_key_values
+    last = out.last_hidden_state[:, -1]  # the last prompt token predicts answer[0]
     if k > 1:
         cache.batch_repeat_interleave(k)
         last, prompt_mask = last.repeat_interleave(k, 0), prompt_mask.repeat_interleave(k, 0)
@@ -66,17 +58,6 @@ def answer_log_probs(
     # what predicts answer token j: the prompt's last position for j = 0, answer position j - 1 after
     before = torch.cat([last.unsqueeze(1), hidden[:, :-1]], 1)
     keep = answer_mask.bool()
-    rows = keep.nonzero()[:, 0]
-    chosen, targets = before[keep], answer_ids[keep]
-    if torch.is_grad_enabled():  # no logits kept for the backward pass: each chunk's are recomputed
-        parts = [
-            checkpoint(_token_log_probs, head, h, t, use_reentrant=False)
-            for h, t in zip(chosen.split(CHUNK), targets.split(CHUNK), strict=True)
-        ]
-    else:
-        parts = [
-            _token_log_probs(head, h, t)
-            for h, t in zip(chosen.split(CHUNK), targets.split(CHUNK), strict=True)
-        ]
-    sums = torch.zeros(len(answers), dtype=torch.float32, device=device).index_add(0, rows, torch.cat(parts))
-    return sums, keep.sum(1)
+    log_probs = -token_losses(head, before[keep], answer_ids[keep])
+    sums = torch.zeros(len(answers), dtype=torch.float32, device=device)
+    return sums.index_add(0, keep.nonzero()[:, 0], log_probs), keep.sum(1)

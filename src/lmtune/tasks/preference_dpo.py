@@ -24,8 +24,9 @@ LOSSES = ("sigmoid", "robust", "ipo", "sft")
 
 
 def usable(model, loss_types: list[str]) -> bool:
-    """Whether the shared-prompt step can stand in for TRL's: an adapter to switch off for the
-    reference, an architecture models.shared_prompt supports, and only losses written here."""
+    """Whether the shared-prompt step can stand in for TRL's: an adapter (the reference is the model
+    with TRL's frozen copy of it, or none, switched in), an architecture models.shared_prompt supports,
+    and only losses written here."""
     return hasattr(model, "disable_adapter") and supported(model) and set(loss_types) <= set(LOSSES)
 
 
