@@ -19,8 +19,8 @@ def chat(run_dir: Path, *, max_new_tokens: int | None = None, read: Callable[[st
     from lmtune.tasks.contract import Predictor
 
     task = read_run(run_dir)["task"]
-    if TASKS[task].rows == "labelled":
-        generative = ", ".join(name for name, t in TASKS.items() if t.rows != "labelled")
+    if not TASKS[task].generative:
+        generative = ", ".join(name for name, t in TASKS.items() if t.generative)
         raise LmtuneError(f"chat: {run_dir} is a {task} run; chat needs a generative run (task {generative})")
     run = Predictor.open(run_dir)
     if max_new_tokens:

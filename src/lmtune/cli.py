@@ -199,8 +199,12 @@ def cmd_predict(args) -> int:
             print(
                 result["answer"] + ("" if result["stopped"] else "  [no end-of-turn: max_new_tokens reached]")
             )
-        else:
-            print(f"{result['label']}\t{result['score']:.3f}\t{result['text']}")
+        else:  # a label and its probability, or a regressor's number; then the input
+            shown = result["text"] + (f"\t{result['text_pair']}" if "text_pair" in result else "")
+            head = (
+                f"{result['label']}\t{result['score']:.3f}" if "label" in result else f"{result['score']:.4g}"
+            )
+            print(f"{head}\t{shown}")
     return 0
 
 
@@ -333,10 +337,14 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument("--out", help="folder for compare.html/json (default: beside the first run)")
     compare.set_defaults(func=cmd_compare)
 
-    predict = verbs.add_parser("predict", help="label texts (classify) or answer prompts (sft, seq2seq)")
+    predict = verbs.add_parser(
+        "predict",
+        help="label texts (classify), score them (regress) or answer prompts (sft, seq2seq); a sentence-pair "
+        "run takes each text as 'first<TAB>second'",
+    )
     predict.add_argument("run_dir")
     predict.add_argument("texts", nargs="*", metavar="TEXT")
-    predict.add_argument("--file", help="one text (or prompt) per line")
+    predict.add_argument("--file", help="one text (or prompt, or tab-separated pair) per line")
     predict.add_argument(
         "--json", action="store_true", help="one JSON object per text, with all class scores"
     )

@@ -158,8 +158,23 @@ class DataConfig(Section):
     )
     validation: str | list[str] | None = None
     test: str | list[str] | None = None
-    text_column: str | None = Field(None, description="default: the bundled dataset's, else 'text'")
-    label_column: str | None = Field(None, description="default: the bundled dataset's, else 'label'")
+    text_column: str | list[str] | None = Field(
+        None,
+        description="the text's column, or several: joined with data.text_separator, or with data.text_pair "
+        "a sentence pair (two columns, e.g. [sentence1, sentence2]); default: the bundled dataset's, else 'text'",
+    )
+    text_separator: str = Field(
+        " ", description="joins several text columns (an empty one is left out); not with data.text_pair"
+    )
+    text_pair: bool = Field(
+        False,
+        description="the two text columns are a sentence pair, encoded as the tokenizer's pair (its "
+        "separator token and segment ids; truncation longest_first, counted in the report)",
+    )
+    label_column: str | None = Field(
+        None,
+        description="the label's (regress: the number's) column; default: the bundled dataset's, else 'label'",
+    )
     group_column: str | None = Field(
         None, description="rows sharing this column's value (a user, a document) never straddle splits"
     )
@@ -219,6 +234,18 @@ class DataConfig(Section):
         value = {"tab": "\t", "\\t": "\t"}.get(value, value)
         if len(value) != 1:
             raise ValueError("must be one character (e.g. ',', ';', '|') or 'tab'")
+        return value
+
+    @field_validator("text_column")
+    @classmethod
+    def _columns_named(cls, value: str | list[str] | None) -> str | list[str] | None:
+        if isinstance(value, list):
+            if not value or any(not name for name in value):
+                raise ValueError("must name one column or a list of columns (none empty)")
+            if len(set(value)) < len(value):
+                raise ValueError("names a column twice")
+            if len(value) == 1:
+                return value[0]
         return value
 
 
@@ -580,6 +607,16 @@ class Settings(Section):
         return self
 
     @model_validator(mode="after")
+    def _pair_of_two(self) -> Settings:
+        d = self.data
+        if d.text_pair and not (isinstance(d.text_column, list) and len(d.text_column) == 2):
+            raise ValueError(
+                f"data.text_pair needs data.text_column to name two columns, got {d.text_column!r} "
+                "(e.g. text_column: [sentence1, sentence2])"
+            )
+        return self
+
+    @model_validator(mode="after")
     def _folds_agree(self) -> Settings:
         """Validation rows come from the folds (data.split.fold, training.cv_folds) or from a file, never both."""
         s, k, validation = self.data.split, self.training.cv_folds, self.data.validation
@@ -807,6 +844,8 @@ def with_reader(config: RunConfig, reader: dict | None, source: str = "eval --da
 
 
 def dump_config(config: RunConfig) -> str:
-    # a run's config.yaml never carries an empty search section
-    exclude = {"search"} if config.search is None else None
-    return yaml.safe_dump(config.model_dump(mode="json", exclude=exclude), sort_keys=False)
+    # a run's config.yaml carries its own task's section, not every task's, and never an empty search
+    exclude = {name for name in TASKS if name != config.task and tasks.section(name) is not None}
+    if config.search is None:
+        exclude.add("search")
+    return yaml.safe_dump(config.model_dump(mode="json", exclude=exclude or None), sort_keys=False)

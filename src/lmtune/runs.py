@@ -21,7 +21,7 @@ from pathlib import Path
 import yaml
 
 from lmtune import faults
-from lmtune.config import RunConfig
+from lmtune.config import RunConfig, dump_config
 from lmtune.errors import Interrupted, LmtuneError
 
 try:
@@ -203,7 +203,7 @@ def check_resumable(run_dir: Path, config: RunConfig, resume: bool) -> None:
     if not resume or not saved.is_file():
         return
     before = _flat(yaml.safe_load(saved.read_text()) or {})
-    after = _flat(config.model_dump(mode="json"))
+    after = _flat(yaml.safe_load(dump_config(config)))  # as it would be saved
     changed = sorted(key for key in before.keys() | after.keys() if before.get(key) != after.get(key))
     if changed:
         raise LmtuneError(
@@ -336,11 +336,15 @@ def check_model_folder(folder: Path, task: str) -> None:
     except (OSError, ValueError):
         raise _damaged(meta_path, "unreadable") from None
     missing = [key for key in MODEL_KEYS if not isinstance(meta, dict) or key not in meta]
-    if task != "classify" and isinstance(meta, dict) and "stop" not in meta:
-        missing.append("stop")
+    from lmtune.tasks import TASKS
+
+    rows = TASKS[task].rows
+    own = "stop" if TASKS[task].generative else "target" if rows == "numeric" else None
+    if own and isinstance(meta, dict) and own not in meta:
+        missing.append(own)
     if missing:
         raise _damaged(meta_path, f"missing key '{missing[0]}'")
-    if task == "classify":
+    if rows == "labelled":
         labels_path = folder / "labels.json"
         try:
             labels = json.loads(labels_path.read_text(encoding="utf-8"))

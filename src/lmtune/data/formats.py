@@ -218,25 +218,52 @@ def _required(record: dict, column: str, key: str, what: str):
 
 
 def labelled(
-    record: dict, text: str, label: str, group: str | None
-) -> tuple[str, str | int | float, str | None]:
-    """(text, raw label, group) of a classification record; the label is normalised by the pipeline."""
-    value = record.get(text)
-    if type(value) is not str or not value.strip():  # the common case costs one lookup and two checks
-        value = _required(record, text, "text_column", "text")
-        if not isinstance(value, str):
-            raise Bad(f"field '{text}' must be a string, got {kind_of(value)}")
+    record: dict,
+    text: str | tuple[str, ...],
+    label: str,
+    group: str | None,
+    *,
+    pair: bool = False,
+    joiner: str = " ",
+) -> tuple[str, str | None, str | int | float, str | None]:
+    """(text, second text of a pair or None, raw label, group) of a labelled record; the label is
+    normalised by the pipeline. `text` names one column, or several: joined with `joiner`, or with
+    `pair` the two texts of a sentence pair."""
+    if isinstance(text, str):
+        first, second = _text(record, text), None
+    elif pair:
+        first, second = (_text(record, column) for column in text)
+    else:
+        first, second = (
+            joiner.join(t for t in (_text(record, c, empty=True) for c in text) if t.strip()),
+            None,
+        )
+        if not first.strip():
+            raise Bad(f"empty text in every field of {', '.join(map(repr, text))}")
     tag = record.get(label)
     if type(tag) is not str or not tag.strip():
         tag = _required(record, label, "label_column", "label")
         if not isinstance(tag, str | int | float) or isinstance(tag, bool):
             raise Bad(f"field '{label}' must be a string or a number, got {kind_of(tag)}")
     if group is None:
-        return value, tag, None
+        return first, second, tag, None
     key = _required(record, group, "group_column", "group")
     if not isinstance(key, str | int):
         raise Bad(f"field '{group}' must be a string or a number, got {kind_of(key)}")
-    return value, tag, str(key)
+    return first, second, tag, str(key)
+
+
+def _text(record: dict, column: str, empty: bool = False) -> str:
+    """The record's text in `column` (with `empty`, blank text is allowed: one of several joined)."""
+    value = record.get(column)
+    if type(value) is str and value.strip():  # the common case costs one lookup and two checks
+        return value
+    if empty and column in record and (value is None or (isinstance(value, str) and not value.strip())):
+        return ""
+    value = _required(record, column, "text_column", "text")
+    if not isinstance(value, str):
+        raise Bad(f"field '{column}' must be a string, got {kind_of(value)}")
+    return value
 
 
 SURROGATE = re.compile("[\ud800-\udfff]")

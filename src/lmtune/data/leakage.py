@@ -15,11 +15,16 @@ from lmtune.data.rows import hashes, keys
 
 
 def check(
-    splits: dict[str, Dataset], config: RunConfig, report, take, cut: set[str] = frozenset()
+    splits: dict[str, Dataset],
+    config: RunConfig,
+    report,
+    take,
+    cut: set[str] = frozenset(),
+    shared: bool = False,
 ) -> dict[str, Dataset]:
     """Held-out rows with a copy in train. Splits in `cut` were cut from the training file after its
     deduplication, so exact (and, with near dedup on, near) copies across them cannot exist: not searched.
-    `take(rows, indices)` selects rows."""
+    `take(rows, indices)` selects rows; `shared`: a copy is of the rows' shared text (Reader.shared)."""
     settings, d = config.data.leakage, config.data.dedup
     if not settings.check or not len(splits["train"]):
         return splits
@@ -45,12 +50,12 @@ def check(
         near_rows: set[int] = set()
         if settings.near and not (name in cut and d.near):
             if train_keys is None:
-                train_keys = keys(train, leak=True)
+                train_keys = keys(train, shared)
             exact = set(exact_rows.tolist())
             pairs = [
                 p
                 for p in dedup.cross_duplicates(
-                    train_keys, keys(other, leak=True), threshold=d.threshold, ngram=d.ngram
+                    train_keys, keys(other, shared), threshold=d.threshold, ngram=d.ngram
                 )
                 if p[1] not in exact
             ]

@@ -32,7 +32,18 @@ from lmtune.data.clean import make_cleaner
 from lmtune.data.formats import ROW_FIELDS
 from lmtune.data.load import ReadOptions, expand
 from lmtune.data.report import DataReport, split_stats
-from lmtune.data.rows import Scratch, Spec, Steps, column, hashes, keys, read_split, to_dataset, values
+from lmtune.data.rows import (
+    READERS,
+    Scratch,
+    Spec,
+    Steps,
+    column,
+    hashes,
+    keys,
+    read_split,
+    to_dataset,
+    values,
+)
 from lmtune.errors import LmtuneError, listing, shorten
 from lmtune.runs import alive
 
@@ -43,7 +54,7 @@ SPLITS = ("train", "validation", "test")
 class Input:
     paths: list[Path]
     options: ReadOptions
-    text_column: str
+    text_column: str | list[str]
     label_column: str
 
 
@@ -112,9 +123,10 @@ def _spec(config: RunConfig, kind: str, source: Input, groups: bool = True, fiel
     the per-row fields (data.weight_column, …; not for a file scored by `lmtune eval --data`)."""
     d = config.data
     columns = {name: getattr(d, f"{name}_column") for name in ROW_FIELDS} if fields else {}
+    text = source.text_column
     return Spec(
         kind,
-        source.text_column,
+        text if isinstance(text, str) else tuple(text),
         source.label_column,
         d.group_column if groups else None,
         set(d.labels) if d.labels else None,
@@ -123,6 +135,8 @@ def _spec(config: RunConfig, kind: str, source: Input, groups: bool = True, fiel
         d.format,
         d.fields,
         {name: column for name, column in columns.items() if column is not None},
+        text_pair=d.text_pair,
+        text_separator=d.text_separator,
     )
 
 
@@ -178,8 +192,9 @@ def prepare_data(
             report.read(name, tally, len(rows))
             loaded[name] = rows
         loaded = {name: _deduplicate(name, rows, config, report, scratch) for name, rows in loaded.items()}
-        splits = _split(loaded, config, report, scratch)
-        splits = leakage.check(splits, config, report, scratch.take, cut=set(SPLITS) - set(loaded))
+        splits = _split(loaded, config, report, scratch, kind)
+        shared = READERS[kind].shared
+        splits = leakage.check(splits, config, report, scratch.take, set(SPLITS) - set(loaded), shared)
         if not len(splits["train"]) and not allow_empty:  # before unknown labels: no label is known
             raise _empty("train", report)
         if kind == "labelled" and len(splits["train"]):
@@ -277,9 +292,10 @@ def _deduplicate(
 
 
 def _split(
-    loaded: dict[str, Dataset], config: RunConfig, report: DataReport, scratch: Scratch
+    loaded: dict[str, Dataset], config: RunConfig, report: DataReport, scratch: Scratch, kind: str
 ) -> dict[str, Dataset]:
-    """Cut the splits that have no file of their own out of train (hash-stable or stratified)."""
+    """Cut the splits that have no file of their own out of train (hash-stable or stratified: by label,
+    or by a regression target's quintile)."""
     s = config.data.split
     train = loaded["train"]
     fractions = {"test": s.test, "validation": s.validation}  # test first: the order earlier runs cut in
@@ -299,6 +315,9 @@ def _split(
             )
     if cut and len(train):  # no rows at all: nothing to cut, and prepare_data says why
         labels = values(train, "label") if s.method == "stratified" else None
+        if labels is not None and kind == "numeric":
+            target = np.asarray(labels, dtype=np.float64)
+            labels = np.searchsorted(np.quantile(target, [0.2, 0.4, 0.6, 0.8]), target).tolist()
         groups = values(train, "group")  # data.group_column, or a preference row's prompt
         groups = groups if any(g is not None for g in groups) else None
         assignment = split.assign(hashes(train), groups, labels, cut, s.seed, s.method)

@@ -260,6 +260,16 @@ def split_stats(rows, kind: str) -> dict:
     arrow = rows.with_format("arrow")
     if kind == "labelled":
         stats["labels"] = dict(sorted(_counts(arrow["label"]).items()))
+    elif kind == "numeric":  # a regression target, stored as its decimal text
+        target = np.asarray(arrow["label"].to_pylist(), dtype=np.float64)
+        counts, edges = np.histogram(target, bins=20)
+        stats["target"] = {
+            **{name: round(float(fn(target)), 6) for name, fn in (("min", np.min), ("mean", np.mean))},
+            "std": round(float(target.std()), 6),
+            "max": round(float(target.max()), 6),
+            "counts": counts.tolist(),
+            "edges": [round(float(e), 6) for e in edges],
+        }
     origins: Counter = Counter()
     for origin, count in _counts(arrow["origin"]).items():  # augmented rows name their source row
         origins[origin.split(":")[0]] += count
@@ -321,6 +331,28 @@ def _label_plot(splits: dict) -> str | None:
     ax.set_title("label distribution per split")
     ax.legend()
     return png(fig)
+
+
+def _target_plot(splits: dict) -> str | None:
+    present = {name: s["target"] for name, s in splits.items() if s.get("target")}
+    if not present:
+        return None
+    fig, ax = subplots(figsize=(7, 3))
+    for name, t in present.items():
+        shares = np.asarray(t["counts"]) / max(1, sum(t["counts"]))
+        ax.stairs(shares, t["edges"], label=f"{name} (mean {t['mean']:.3g}, sd {t['std']:.3g})")
+    ax.set_xlabel("target")
+    ax.set_ylabel("share of rows")
+    ax.set_title("regression target per split")
+    ax.legend()
+    return png(fig)
+
+
+def _targets(s: dict) -> str:
+    """A split's labels (counts), or its regression target's range and mean."""
+    if t := s.get("target"):
+        return f"{t['min']:g} … {t['max']:g} (mean {t['mean']:.4g}, sd {t['std']:.4g})"
+    return ", ".join(f"{k}: {v}" for k, v in s.get("labels", {}).items())
 
 
 def data_sections(report: dict) -> list[tuple[str, str]]:
@@ -392,7 +424,7 @@ def data_sections(report: dict) -> list[tuple[str, str]]:
         [
             name,
             s["rows"],
-            ", ".join(f"{k}: {v}" for k, v in s.get("labels", {}).items()),
+            _targets(s),
             *(
                 ", ".join(f"{k}: {v:g}" if f == "weight" else f"{k}: {v}" for k, v in s.get(f, {}).items())
                 for f in fields
@@ -401,7 +433,14 @@ def data_sections(report: dict) -> list[tuple[str, str]]:
         for name, s in splits.items()
     ]
     plots = "".join(
-        p for p in (_label_plot(splits), _length_plot(splits, "chars"), _length_plot(splits, "tokens")) if p
+        p
+        for p in (
+            _label_plot(splits),
+            _target_plot(splits),
+            _length_plot(splits, "chars"),
+            _length_plot(splits, "tokens"),
+        )
+        if p
     )
     sections.append(
         (

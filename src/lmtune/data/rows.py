@@ -2,18 +2,22 @@
 to an Arrow file a batch at a time (memory stays flat however large the input) and opened memory-mapped.
 
 A row is one of the kinds in `KINDS`, made by one of the `READERS` (one per family of records: a task
-names its reader): a classification text with its label, a plain-text document, a conversation (its
-canonical messages as JSON), a preference pair (a prompt's messages, a chosen and a rejected answer) or
-an unpaired preference (a prompt, one answer, label "true"/"false": desirable?).
+names its reader): a classification text (or sentence pair) with its label, a text (or pair) with a
+numeric target, a plain-text document, a conversation (its canonical messages as JSON), a preference pair
+(a prompt's messages, a chosen and a rejected answer) or an unpaired preference (a prompt, one answer,
+label "true"/"false": desirable?). `label` holds the row's target as text, in the form its reader says (a
+class name, a number's decimal text, "true"/"false").
 Every step that works on text (cleaning, PII scrubbing, length, dedup, leakage) works on every text
 field of the row's kind. Every row keeps `where` it came from; its `hash` (of the dedup key) serves
 exact deduplication and hash-stable splits, its `leak` hash (of what must not appear in two splits:
-the whole row, or a preference row's prompt) the leakage check and the split's grouping.
+the whole row, or a shared text such as a preference row's prompt) the leakage check and the split's
+grouping.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import re
 import sys
 import time
@@ -59,8 +63,8 @@ def reason_kind(reason: str) -> str:
 class Spec:
     """How records become rows: the task's kind and the data.* keys that shape a row."""
 
-    kind: str  # which reader makes the rows (READERS): "labelled", "generative", "preference"
-    text_column: str = "text"
+    kind: str  # which reader makes the rows (READERS): "labelled", "numeric", "generative", "preference"
+    text_column: str | tuple[str, ...] = "text"  # several: joined with text_separator, or a text_pair
     label_column: str = "label"
     group_column: str | None = None
     labels: set[str] | None = None  # allowed labels (data.labels)
@@ -69,6 +73,8 @@ class Spec:
     format: str = "auto"
     fields: dict[str, str] = field(default_factory=dict)
     columns: dict[str, str] = field(default_factory=dict)  # per-row field → its column (data.*_column)
+    text_pair: bool = False
+    text_separator: str = " "
 
 
 @dataclass
@@ -97,15 +103,14 @@ class Tally:
     sources: list = field(default_factory=list)
 
 
-def key_text(text: str | None, messages: list[dict] | None, answers: dict | None = None) -> str:
-    """What deduplication compares: the text, or the conversation's turns (and a preference row's answers,
-    each named); without `answers`, what the leakage check compares."""
-    if messages is None:
-        return text or ""
-    turns = "\n".join(f"{m['role']}: {m['content']}" for m in messages)
-    if not answers:
-        return turns
-    return turns + "".join(f"\n{name}: {answer}" for name, answer in answers.items())
+def key_text(text: str | None, messages: list[dict] | None, extra: dict | None = None) -> str:
+    """What deduplication compares: the text, or the conversation's turns, and the row's further texts
+    (a pair's second text, a preference row's answers), each named; without `extra`, the shared text
+    a reader's leakage check compares (Reader.shared)."""
+    first = text or "" if messages is None else "\n".join(f"{m['role']}: {m['content']}" for m in messages)
+    if not extra:
+        return first
+    return first + "".join(f"\n{name}: {value}" for name, value in extra.items())
 
 
 def detect(paths: list[Path], options: ReadOptions, spec: Spec) -> str:
@@ -128,15 +133,43 @@ def detect(paths: list[Path], options: ReadOptions, spec: Spec) -> str:
     return reader.detect(readable, paths[0])
 
 
+def _texts(record: dict, spec: Spec) -> tuple:
+    """(text, {"text_pair": second} or None, raw label, group) of a labelled or numeric record."""
+    text, second, raw, group = formats.labelled(
+        record,
+        spec.text_column,
+        spec.label_column,
+        spec.group_column,
+        pair=spec.text_pair,
+        joiner=spec.text_separator,
+    )
+    formats.text_only(text, second, group)
+    return text, None if second is None else {"text_pair": second}, raw, group
+
+
 def _labelled(record: dict, where: str, spec: Spec, fmt: str) -> tuple:
-    text, raw, group = formats.labelled(record, spec.text_column, spec.label_column, spec.group_column)
+    text, pair, raw, group = _texts(record, spec)
     label = normalise_label(str(raw), spec.label_case)
     label = spec.label_map.get(label, label)
-    formats.text_only(text, label, group)
+    formats.text_only(label)
     if spec.labels is not None and label not in spec.labels:
         allowed = ", ".join(sorted(spec.labels))
         raise formats.Bad(f"unknown label '{label}' (allowed: {allowed}; data.labels)")
-    return text, None, label, group, None
+    return text, None, label, group, pair
+
+
+def _numeric(record: dict, where: str, spec: Spec, fmt: str) -> tuple:
+    """A regression target: a finite number (text such as " 3.8" from a delimited file counts)."""
+    text, pair, raw, group = _texts(record, spec)
+    try:
+        value = float(raw.strip() if isinstance(raw, str) else raw)
+    except ValueError:
+        value = None
+    if value is None or not math.isfinite(value):
+        raise formats.Bad(
+            f"field '{spec.label_column}' must be a number (the regression target), got {str(raw)[:40]!r}"
+        )
+    return text, None, repr(value), group, pair
 
 
 def _generative(record: dict, where: str, spec: Spec, fmt: str) -> tuple:
@@ -151,19 +184,29 @@ def _generative(record: dict, where: str, spec: Spec, fmt: str) -> tuple:
 class Reader:
     """How one family of records becomes rows; a task names its reader by Task.rows (lmtune.tasks).
 
-    `convert(record, where, spec, fmt)` returns (text, messages, label, group, answers) or raises
-    formats.Bad; `detect(records, path)` names the format of the first readable records."""
+    `convert(record, where, spec, fmt)` returns (text, messages, label, group, extra) — `extra` the
+    row's further texts by column, or None — or raises formats.Bad; `detect(records, path)` names the
+    format of the first readable records."""
 
     kinds: dict[str, tuple[str, ...]]  # the row kinds it makes → their text fields (every text step applies)
     formats: tuple[str, ...]  # data.format values it accepts besides auto
     detect: Callable[[list[dict], Path], str] | None  # None: one format, data.format is not read
     convert: Callable[[dict, str, Spec, str], tuple]
-    answers: tuple[str, ...] = ()  # its rows' answer columns (text fields besides text and messages)
+    texts: tuple[str, ...] = ()  # its rows' further text columns (besides text and messages)
     fallback: str = ""  # the format when no record is readable (each is reported as bad anyway)
+    # rows may share their first text (a preference prompt answered twice): the leak hash is of it alone,
+    # and rows sharing it stay together in splits; otherwise the whole row must not recur across splits
+    shared: bool = False
 
 
+_PAIR = ("text_pair",)  # a sentence pair's second text (data.text_pair)
 READERS: dict[str, Reader] = {
-    "labelled": Reader({"labelled": ("text",)}, (), None, _labelled),  # a text and its label
+    # a text (or sentence pair) and its label
+    "labelled": Reader(
+        {"labelled": ("text",), "labelled_pair": ("text", *_PAIR)}, (), None, _labelled, _PAIR
+    ),
+    # a text (or sentence pair) and a number (regression)
+    "numeric": Reader({"numeric": ("text",), "numeric_pair": ("text", *_PAIR)}, (), None, _numeric, _PAIR),
     # a plain-text document (continued pre-training) or a conversation
     "generative": Reader(
         {"text": ("text",), "messages": ("messages",)},
@@ -179,17 +222,18 @@ READERS: dict[str, Reader] = {
         preference.convert,
         preference.ANSWERS,
         fallback="pairs",
+        shared=True,
     ),
 }
 KINDS = {kind: fields for reader in READERS.values() for kind, fields in reader.kinds.items()}
-ANSWERS = tuple(dict.fromkeys(name for reader in READERS.values() for name in reader.answers))
+TEXTS = tuple(dict.fromkeys(name for reader in READERS.values() for name in reader.texts))
 SCHEMA = pa.schema(
     [
         ("where", pa.string()),
         ("text", pa.string()),  # classification text or plain-text document
         ("messages", pa.string()),  # a conversation's (or a prompt's) canonical messages, as JSON
-        *((name, pa.string()) for name in ANSWERS),  # answers to the prompt (a reader's answers)
-        ("label", pa.string()),
+        *((name, pa.string()) for name in TEXTS),  # further texts (a pair's second, a prompt's answers)
+        ("label", pa.string()),  # the target as text: a class name, a number, "true"/"false"
         ("group", pa.string()),
         ("weight", pa.float64()),  # per-row fields (formats.ROW_FIELDS), null where not given:
         ("sensitive", pa.string()),  # a demographic attribute (fairness audits)
@@ -197,20 +241,20 @@ SCHEMA = pa.schema(
         ("task", pa.string()),
         ("origin", pa.string()),  # "file", or how an augmented row was made
         ("hash", pa.uint64()),
-        ("leak", pa.uint64()),  # = hash, but a prompt only for rows with answers
+        ("leak", pa.uint64()),  # = hash, but of the shared text alone (Reader.shared)
         ("chars", pa.int64()),
         ("tokens", pa.int64()),  # -1 when no tokenizer was given
     ]
 )
 
 
-def _transform(value: str | None, messages: list[dict] | None, answers: dict | None, fn):
-    """The row's texts through `fn`: the text, each turn of the messages, each answer."""
-    if answers is not None:
-        answers = {name: fn(answer) for name, answer in answers.items()}
+def _transform(value: str | None, messages: list[dict] | None, extra: dict | None, fn):
+    """The row's texts through `fn`: the text, each turn of the messages, each further text."""
+    if extra is not None:
+        extra = {name: fn(text) for name, text in extra.items()}
     if messages is None:
-        return fn(value), None, answers
-    return None, [{**m, "content": fn(m["content"])} for m in messages], answers
+        return fn(value), None, extra
+    return None, [{**m, "content": fn(m["content"])} for m in messages], extra
 
 
 def _each(rows: list[tuple], fn, step: str, reason: str, tally: Tally) -> list[tuple]:
@@ -218,23 +262,24 @@ def _each(rows: list[tuple], fn, step: str, reason: str, tally: Tally) -> list[t
     empty or None is dropped and counted under `reason`."""
     start = time.perf_counter()
     kept = []
-    for where, text, messages, label, group, answers, fields in rows:
-        text, messages, answers = _transform(text, messages, answers, fn)
+    for where, text, messages, label, group, extra, fields in rows:
+        text, messages, extra = _transform(text, messages, extra, fn)
         if (
             (messages is None and not text)
             or (messages is not None and not all(m["content"] for m in messages))
-            or (answers is not None and not all(answers.values()))
+            or (extra is not None and not all(extra.values()))
         ):
             tally.dropped[step] += 1
             tally.reasons[reason] += 1
             continue
-        kept.append((where, text, messages, label, group, answers, fields))
+        kept.append((where, text, messages, label, group, extra, fields))
     tally.seconds[step] += time.perf_counter() - start
     return kept
 
 
-def _process(batch: list[tuple], steps: Steps, tally: Tally) -> dict[str, list]:
-    """Clean, scrub and length-check converted rows; returns the surviving rows as columns."""
+def _process(batch: list[tuple], steps: Steps, tally: Tally, shared: bool = False) -> dict[str, list]:
+    """Clean, scrub and length-check converted rows; returns the surviving rows as columns. `shared`:
+    rows may share their first text (Reader.shared)."""
     rows = batch
     if steps.clean is not None:
         rows = _each(rows, steps.clean, "clean", "empty after cleaning", tally)
@@ -251,7 +296,7 @@ def _process(batch: list[tuple], steps: Steps, tally: Tally) -> dict[str, list]:
         rows = _each(rows, scrub, "pii", "private data (data.pii.action = drop)", tally)
         tally.pii_texts += len(found)
     start = time.perf_counter()
-    keys = [key_text(text, messages, answers) for _, text, messages, _, _, answers, _ in rows]
+    keys = [key_text(text, messages, extra) for _, text, messages, _, _, extra, _ in rows]
     chars = [len(k) for k in keys]
     tokens = [-1] * len(rows)
     if steps.tokenizer is not None and rows:
@@ -277,8 +322,8 @@ def _process(batch: list[tuple], steps: Steps, tally: Tally) -> dict[str, list]:
     hashes = exact_hashes([keys[i] for i in keep])
     kept = [rows[i] for i in keep]
     leak = hashes
-    if any(row[5] is not None for row in kept):  # rows with answers: what may not recur is the prompt,
-        leak = exact_hashes([key_text(row[1], row[2]) for row in kept])  # and pairs of one prompt are
+    if shared and kept:  # what may not recur is the shared text (a prompt), and rows sharing it are
+        leak = exact_hashes([key_text(row[1], row[2]) for row in kept])
         kept = [  # kept together in splits (a group of their own unless data.group_column gives one)
             (*row[:4], row[4] if row[4] is not None else f"prompt:{int(h):016x}", *row[5:])
             for row, h in zip(kept, leak, strict=True)
@@ -288,7 +333,7 @@ def _process(batch: list[tuple], steps: Steps, tally: Tally) -> dict[str, list]:
         "where": [r[0] for r in kept],
         "text": [r[1] for r in kept],
         "messages": [None if r[2] is None else json.dumps(r[2], ensure_ascii=False) for r in kept],
-        **{name: [(r[5] or {}).get(name) for r in kept] for name in ANSWERS},
+        **{name: [(r[5] or {}).get(name) for r in kept] for name in TEXTS},
         "label": [r[3] for r in kept],
         "group": [r[4] for r in kept],
         **{name: [r[6].get(name) for r in kept] for name in formats.ROW_FIELDS},
@@ -332,7 +377,7 @@ def read_split(
                         problem = str(exc)
                 bad(where, problem)
             tally.seconds["read"] += time.perf_counter() - start
-            columns = _process(converted, steps, tally)
+            columns = _process(converted, steps, tally, READERS[spec.kind].shared)
             writer.write_batch(pa.RecordBatch.from_pydict(columns, schema=SCHEMA))
             bar.update(len(chunk))
             faults.point("data.batch")
@@ -377,7 +422,7 @@ class Scratch:
         return Dataset.from_file(str(out), in_memory=False)
 
 
-OUTPUT_KEYS = ("text", *ANSWERS, "label", "group", *formats.ROW_FIELDS, "where", "origin", "fold")
+OUTPUT_KEYS = ("text", *TEXTS, "label", "group", *formats.ROW_FIELDS, "where", "origin", "fold")
 
 
 def write_jsonl(rows: Dataset, path: Path) -> None:
@@ -390,7 +435,7 @@ def write_jsonl(rows: Dataset, path: Path) -> None:
                 row = dict(zip(batch, values, strict=True))
                 out = {k: row[k] for k in OUTPUT_KEYS if row.get(k) is not None}
                 if row.get("messages"):
-                    preference = any(row.get(name) is not None for name in ANSWERS)
+                    preference = any(row.get(name) is not None for name in TEXTS)
                     out = {("prompt" if preference else "messages"): json.loads(row["messages"]), **out}
                     if row.get("completion") is not None:
                         out["label"] = row["label"] == "true"
@@ -421,18 +466,20 @@ def column(rows: Dataset, name: str) -> np.ndarray:
     return rows.with_format("arrow")[name].to_numpy()
 
 
-def keys(rows: Dataset, leak: bool = False):
-    """What near-duplicate detection (and with `leak`, the leakage check) compares, per row: the text
-    column as Arrow (no Python object per row; dedup normalises it) when rows are texts, else each
-    conversation's turns (a preference row's answers too, but not for the leakage check)."""
+def keys(rows: Dataset, shared: bool = False):
+    """What near-duplicate detection (and with `shared`, a shared-text reader's leakage check) compares,
+    per row: the text column as Arrow (no Python object per row; dedup normalises it) when rows are single
+    texts, else each row's key text (with `shared`, its first text alone)."""
     arrow = rows.with_format("arrow")
-    if arrow["messages"].null_count == len(rows):
+    single = all(arrow[name].null_count == len(rows) for name in ("messages", *TEXTS))
+    if single or (shared and arrow["messages"].null_count == len(rows)):
         return arrow["text"].combine_chunks()  # a selection comes back in many small chunks
-    return [row_key(row, leak) for row in rows]
+    return [row_key(row, shared) for row in rows]
 
 
-def row_key(row: dict, leak: bool = False) -> str:
-    """The dedup key text of a stored row (messages are JSON in the Arrow file)."""
+def row_key(row: dict, shared: bool = False) -> str:
+    """The dedup key text of a stored row (messages are JSON in the Arrow file); with `shared`, its
+    first text alone (Reader.shared)."""
     messages = json.loads(row["messages"]) if row.get("messages") else None
-    answers = None if leak else {name: row[name] for name in ANSWERS if row.get(name) is not None}
-    return dedup_key(key_text(row.get("text"), messages, answers))
+    extra = None if shared else {name: row[name] for name in TEXTS if row.get(name) is not None}
+    return dedup_key(key_text(row.get("text"), messages, extra))

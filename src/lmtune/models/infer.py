@@ -1,4 +1,7 @@
-"""Batched inference for any model: length-sorted batches, autocast, the fastest attention per batch."""
+"""Batched inference for any model: length-sorted batches, autocast, the fastest attention per batch.
+
+Inputs are texts, or sentence pairs as (first, second) tuples: `encode` gives either to the tokenizer, a
+pair as the tokenizer's pair encoding (its separator and segment ids; truncation longest_first)."""
 
 from __future__ import annotations
 
@@ -9,8 +12,17 @@ from lmtune.models.load import device, inference_attention, set_attention
 from lmtune.models.precision import bf16_autocast, inference_precision
 from lmtune.progress import progress
 
+Inputs = list[str] | list[tuple[str, str]]
 
-def infer_texts(config, model, tokenizer, texts: list[str], step, desc: str):
+
+def encode(tokenizer, texts: Inputs, **options):
+    """The tokenizer's encoding of texts or of (first, second) sentence pairs."""
+    if texts and isinstance(texts[0], tuple):
+        return tokenizer([a for a, _ in texts], [b for _, b in texts], **options)
+    return tokenizer(list(texts), **options)
+
+
+def infer_texts(config, model, tokenizer, texts: Inputs, step, desc: str):
     """forward_batches with a run config's max_length, evaluation batch size, precision and attention."""
     return forward_batches(
         model,
@@ -28,7 +40,7 @@ def infer_texts(config, model, tokenizer, texts: list[str], step, desc: str):
 def forward_batches(
     model,
     tokenizer,
-    texts: list[str],
+    texts: Inputs,
     *,
     max_length: int,
     batch_size: int,
@@ -40,14 +52,17 @@ def forward_batches(
     """Run `step(model, batch)` over texts in length-sorted batches; outputs come back in input order."""
     model.eval()
     model.to(device())  # outside inference mode: weights moved inside it could never train again
-    order = np.argsort([len(t) for t in texts], kind="stable")
+    order = np.argsort(
+        [len(t) if isinstance(t, str) else len(t[0]) + len(t[1]) for t in texts], kind="stable"
+    )
     outputs: list[np.ndarray] = [None] * len(texts)  # type: ignore[list-item]
     autocast = bf16_autocast(precision)
     trained_with = model.config._attn_implementation
     with progress(len(texts), desc=desc, unit="ex") as bar, autocast, torch.inference_mode():
         for start in range(0, len(texts), batch_size):
             index = order[start : start + batch_size]
-            batch = tokenizer(
+            batch = encode(
+                tokenizer,
                 [texts[i] for i in index],
                 truncation=True,
                 max_length=max_length,

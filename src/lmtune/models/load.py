@@ -177,17 +177,22 @@ def load_classifier(
     dropout: float | None = None,
     pad_token_id: int | None = None,
     trust_remote_code: bool = False,
+    problem_type: str | None = None,
+    new_head: bool = False,
     **options,
 ):
     """AutoModelForSequenceClassification with the label map in its config; the head is new (seeded).
 
-    `options` are extra from_pretrained arguments a method needs (e.g. 4-bit quantization)."""
+    `problem_type` "regression": one output per label, the model's own loss is MSE. `new_head`: a
+    checkpoint's head of another shape (a 2-class classifier fine-tuned into a regressor) is replaced,
+    not an error. `options` are extra from_pretrained arguments a method needs (e.g. 4-bit quantization)."""
     config = _read_config(
         path,
         trust_remote_code,
         num_labels=len(labels),
         id2label=dict(enumerate(labels)),
         label2id={label: i for i, label in enumerate(labels)},
+        **({"problem_type": problem_type} if problem_type else {}),
     )
     _override_dropout(config, dropout)
     if pad_token_id is not None and getattr(config, "pad_token_id", None) is None:
@@ -199,6 +204,7 @@ def load_classifier(
         attn_implementation,
         "for classification",
         trust_remote_code=trust_remote_code,
+        **({"ignore_mismatched_sizes": True} if new_head else {}),
         **options,
     )
 

@@ -54,7 +54,8 @@ class Recipe(Protocol):
 @dataclass
 class Predictor:
     """A finished run loaded once, answering many calls: `predict`, `chat`, `eval`, `export` (and the
-    coming server) all use it. `labels` for classifiers; `stop` (the end-of-turn) for generative runs."""
+    coming server) all use it. `labels` for classifiers; `stop` (the end-of-turn) for generative runs;
+    `info` holds a regressor's target (its column, and the mean and sd it was standardised with)."""
 
     task: str
     config: RunConfig
@@ -79,7 +80,9 @@ class Predictor:
 
     @property
     def generative(self) -> bool:
-        return self.labels is None
+        from lmtune.tasks import TASKS
+
+        return TASKS[self.task].generative
 
     @property
     def template(self) -> str | None:
@@ -109,8 +112,8 @@ def _not_generative(predictor: Predictor):
     from lmtune.errors import LmtuneError
     from lmtune.tasks import TASKS
 
-    generative = [name for name, task in TASKS.items() if task.rows != "labelled"]
+    generative = [name for name, task in TASKS.items() if task.generative]
     return LmtuneError(
-        f"{predictor.run_dir}: a {predictor.task} run answers with labels; chat and generate need a "
+        f"{predictor.run_dir}: a {predictor.task} run answers with labels or numbers; chat and generate need a "
         f"generative run (task {', '.join(generative[:-1])} or {generative[-1]})"
     )

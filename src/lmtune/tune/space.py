@@ -19,6 +19,7 @@ from typing import Any
 
 from lmtune.config import RunConfig, method_readers, method_reads, set_key, validate
 from lmtune.errors import LmtuneError
+from lmtune.tasks import TASKS
 
 TYPES = {
     "float": ("low", "high", "log", "step"),
@@ -93,7 +94,7 @@ def trial_raw(base: dict, values: dict[str, Any], trials_dir: Path, number: int)
     """A trial's config: the base with its values, into trials/trial-NNNN, without the costly extras
     (baselines, forgetting checks, generated answers) that do not change the validation score."""
     extras: dict[str, Any] = {"evaluation.baselines": [], "audit.checks": []}
-    if base.get("task") != "classify":
+    if TASKS[base.get("task", "classify")].generative:
         extras["evaluation.generation.prompts"] = 0
     raw = apply(apply(base, extras), values)
     raw["output"] = {"dir": str(trials_dir), "name": f"trial-{number:04d}"}
