@@ -293,6 +293,6 @@ def test_damaged_run_directories_and_files(finished_run, tmp_path, capsys):
     (copy / "lmtune_run.json").write_text("{not json")
     assert main(["predict", str(copy), "x"]) == 2
     assert "unreadable run marker" in capsys.readouterr().err
-    (copy / "lmtune_run.json").write_text('{"task": "regress"}')
+    (copy / "lmtune_run.json").write_text('{"task": "ranking"}')
     assert main(["eval", str(copy)]) == 2
-    assert "made by task 'regress', which this lmtune does not have" in capsys.readouterr().err
+    assert "made by task 'ranking', which this lmtune does not have" in capsys.readouterr().err

@@ -314,8 +314,8 @@ def test_unknown_metric_names_are_one_line_with_the_allowed_list():
         score("classify", classified(10, 2), ["bleu"])
     with pytest.raises(LmtuneError, match="unknown metric 'accuracy'; allowed for lm: loss, perplexity$"):
         paired("lm", "accuracy", {}, {})
-    with pytest.raises(LmtuneError, match="unknown metric kind 'regress'; allowed: classify, generate, lm"):
-        metrics.names_for("regress")
+    with pytest.raises(LmtuneError, match="unknown metric kind 'ranking'; allowed: classify, generate, lm"):
+        metrics.names_for("ranking")
 
 
 def test_registry_entries_describe_themselves():

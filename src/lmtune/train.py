@@ -29,6 +29,7 @@ from transformers.integrations import TensorBoardCallback
 from lmtune import faults
 from lmtune.config import RunConfig
 from lmtune.errors import LmtuneError
+from lmtune.evaluate.metrics import higher_is_better
 from lmtune.models.loss import Loss
 from lmtune.models.methods.common import count_parameters
 from lmtune.models.precision import resolve_precision
@@ -167,7 +168,7 @@ def training_settings(
         save_total_limit=t.save_total_limit,
         load_best_model_at_end=has_validation,
         metric_for_best_model=f"eval_{metric}" if has_validation else None,
-        greater_is_better=metric != "loss",
+        greater_is_better=higher_is_better(metric),
         logging_steps=t.logging_steps,
         logging_first_step=True,
         report_to="none",  # trackers are added by build_trainer, after the Monitor that feeds them

@@ -239,6 +239,13 @@ def register(kind: str, spec: Kind, metrics: list[Metric]) -> None:
     METRICS.update({m.name: m for m in metrics})
 
 
+def higher_is_better(name: str) -> bool:
+    """Whether a validation metric improves upwards (a loss, an error falls): the Trainer's best-checkpoint
+    rule, the search's direction and the diagnosis follow it."""
+    load_measures()
+    return METRICS[name].higher_is_better if name in METRICS else name != "loss"
+
+
 def names_for(kind: str) -> list[str]:
     if kind not in KINDS:
         raise LmtuneError(f"unknown metric kind {kind!r}; allowed: {', '.join(KINDS)}")

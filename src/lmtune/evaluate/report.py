@@ -6,7 +6,7 @@ import html
 from pathlib import Path
 
 from lmtune.evaluate.diagnose import check
-from lmtune.evaluate.metrics import HEADLINE
+from lmtune.evaluate.metrics import HEADLINE, higher_is_better
 from lmtune.page import png, subplots, table, write_page
 
 # classification scores the report's table shows (HEADLINE first)
@@ -127,6 +127,36 @@ def classification_sections(
     return sections
 
 
+# regression scores the report's table shows
+REGRESS = ["spearman", "pearson", "mse", "rmse", "mae", "r2"]
+
+
+def scatter_plot(truth: list[float], predicted: dict[str, list[float]]) -> str:
+    """Predicted vs true per model, with the line a perfect model's points lie on."""
+    fig, axes = subplots(1, len(predicted), figsize=(3.6 * len(predicted) + 0.4, 3.6), squeeze=False)
+    low = min(min(truth), *(min(p) for p in predicted.values()))
+    high = max(max(truth), *(max(p) for p in predicted.values()))
+    for ax, (name, values) in zip(axes[0], predicted.items(), strict=True):
+        ax.scatter(truth, values, s=6, alpha=0.35, edgecolors="none")
+        ax.plot([low, high], [low, high], color="grey", linewidth=1, linestyle="--")
+        ax.set_xlim(low, high)
+        ax.set_ylim(low, high)
+        ax.set_xlabel("true")
+        ax.set_ylabel("predicted")
+        ax.set_title(name)
+    return png(fig)
+
+
+def regression_sections(results: dict[str, dict], block: dict, names: list[str] | None = None):
+    """Before/after table of every model's errors and correlations, and predicted vs true (test)."""
+    truth = block["truth"]["y_true"]
+    predicted = {name: out["y_pred"] for name, out in block["models"].items()}
+    return [
+        ("Test metrics: before and after", metrics_table(results, names or REGRESS)),
+        ("Predicted vs true (test)", scatter_plot(truth, predicted)),
+    ]
+
+
 def diagnosis_html(history: list[dict], metric: str, greater_is_better: bool, n_classes: int | None) -> str:
     """Findings (evidence, what to change) first, then the checks that passed, with their numbers."""
     result = check(history, metric=metric, greater_is_better=greater_is_better, n_classes=n_classes)
@@ -162,7 +192,7 @@ def write_report(
     if sections and (
         curves := curves_plot(history, metric)
     ):  # the headline result, then how training got there
-        better = greater_is_better if greater_is_better is not None else metric not in ("loss", "perplexity")
+        better = greater_is_better if greater_is_better is not None else higher_is_better(metric)
         sections[1:1] = [
             ("Training curves", curves),
             ("Diagnosis", diagnosis_html(history, metric, better, n_classes)),

@@ -153,3 +153,26 @@ def classification_loss(class_weights: list[float] | None = None) -> Loss:
         return value, outputs, False
 
     return loss
+
+
+def regression_loss(kind: str = "mse", delta: float = 1.0) -> Loss:
+    """Squared error (`mse`) or Huber loss (`huber`: squared within `delta` of the target, linear beyond,
+    so outliers pull less) of a one-output regression head; per-row weights, when the rows carry them,
+    weigh each row (a weighted mean). Evaluation scores the plain squared error, the model's own loss."""
+
+    def loss(model, inputs: dict, weights, num_items_in_batch):
+        if not model.training or (kind == "mse" and weights is None):
+            return None  # the model's own loss (MSE of problem_type regression)
+        targets = inputs.pop("labels").float()
+        outputs = model(**inputs)
+        predicted = outputs.logits.float().squeeze(-1)
+        if kind == "huber":
+            per_row = F.huber_loss(predicted, targets, reduction="none", delta=delta)
+        else:
+            per_row = F.mse_loss(predicted, targets, reduction="none")
+        if weights is None:
+            return per_row.mean(), outputs, False
+        weights = weights.to(per_row.dtype)
+        return (per_row * weights).sum() / weights.sum().clamp(min=1e-12), outputs, False
+
+    return loss

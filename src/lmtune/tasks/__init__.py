@@ -19,7 +19,7 @@ from types import ModuleType
 @dataclass(frozen=True)
 class Task:
     module: str  # the recipe
-    rows: str  # what its data pipeline makes: "labelled" (text + label) or "generative" (chats, documents)
+    rows: str  # the reader of its rows (lmtune.data.rows.READERS): labelled, numeric, generative, preference
     metrics: tuple[str, ...]  # evaluation.metric choices (the validation score); the first is the default
     baselines: tuple[str, ...]  # models scored beside the tuned one (evaluation.baselines)
     scores: tuple[str, ...]  # kinds of the metrics registry its evaluation reports (evaluation.metrics)
@@ -30,6 +30,11 @@ class Task:
     # "module:Class" of its own config section, a lmtune.sections.Section read under the task's name
     # (`preference:`); lmtune.config gathers these, so a task's settings sit beside its recipe
     config: str | None = None
+
+    @property
+    def generative(self) -> bool:
+        """Whether its runs answer with text (chat, generate) rather than with labels or numbers."""
+        return self.rows in ("generative", "preference")
 
 
 _GENERATIVE_COLUMNS = ("loss", "perplexity", "rougeL", "bleu", "exact_match", "stop_rate")
@@ -44,6 +49,17 @@ TASKS: dict[str, Task] = {
         columns=("accuracy", "precision_macro", "recall_macro", "f1_macro"),
         # an encoder classifier has no language-model head
         forgetting=("probe",),
+    ),
+    "regress": Task(
+        "lmtune.tasks.regress",
+        rows="numeric",
+        metrics=("spearman", "pearson", "mse", "mae", "loss"),
+        baselines=("base", "probe"),
+        scores=("regress",),
+        columns=("mse", "mae", "pearson", "spearman"),
+        forgetting=("probe",),
+        measures=("lmtune.tasks.regress_measures",),
+        config="lmtune.tasks.regress_config:RegressConfig",
     ),
     "sft": Task(
         "lmtune.tasks.sft",

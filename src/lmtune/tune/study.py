@@ -62,7 +62,9 @@ def masked(url: str) -> str:
 
 
 def direction(config: RunConfig) -> str:
-    return "minimize" if config.evaluation.metric == "loss" else "maximize"
+    from lmtune.evaluate.metrics import higher_is_better
+
+    return "maximize" if higher_is_better(config.evaluation.metric) else "minimize"
 
 
 def budget(config: RunConfig, space: dict[str, Dimension]) -> int | None:
