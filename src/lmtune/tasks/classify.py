@@ -8,7 +8,7 @@ linear probe (logistic regression on the frozen body's mean-pooled embeddings): 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +17,6 @@ from sklearn.linear_model import LogisticRegression
 from transformers import DataCollatorWithPadding
 
 from lmtune.config import RunConfig, load_config
-from lmtune.data.report import data_sections
 from lmtune.errors import LmtuneError
 from lmtune.evaluate import checks, predictions
 from lmtune.evaluate.metrics import classification_metrics, headline
@@ -30,20 +29,9 @@ from lmtune.tasks.encoder import Rows, tokenized
 from lmtune.train import build_trainer, fit
 
 
-@dataclass
-class Prepared:
-    """Everything a run needs, read and validated before any run directory is created."""
-
-    model_path: Path | str
-    tokenizer: object
-    model: object  # loaded here so that a broken model fails before a run directory exists
-    labels: list[str]
-    train: Rows
-    validation: Rows
-    test: Rows
-    data_report: dict
-    saved: dict  # the prepared rows (Datasets), written to the run's data/ folder
-    references: dict = field(default_factory=dict)  # each audit check's references, read and checked
+@dataclass(kw_only=True)
+class Prepared(encoder.Prepared):
+    labels: list[str]  # the classes, sorted (their ids are the positions)
 
 
 # ------------------------------------------------------------------------------------ data
@@ -60,19 +48,7 @@ def prepare(config: RunConfig) -> Prepared:
         )
     references = checks.read(config, setup.tokenizer)  # a bad reference fails before the model loads
     model = encoder.with_head(config, setup.model_path, labels, setup.tokenizer)
-    data = setup.data
-    return Prepared(
-        setup.model_path,
-        setup.tokenizer,
-        model,
-        labels,
-        train,
-        validation,
-        test,
-        data.report,
-        data.splits,
-        references,
-    )
+    return Prepared.of(setup, model, (train, validation, test), references, labels=labels)
 
 
 def _targets(rows: Rows, label2id: dict[str, int]) -> list[int]:
@@ -193,21 +169,19 @@ def train(
     predictions.save(run_dir, {"classify": block}, labels)
     _save_model(config, prepared.model_path, model, tokenizer, labels, run_dir / "model")
 
-    rows = {name: len(getattr(prepared, name)) for name in ("train", "validation", "test")}
-    metrics = components.result(trainer, history, results, params, rows, audits)
-    metrics.update(truncated_train_texts=truncated, labels=labels)
-    return components.finish(
+    return encoder.finish(
         config,
         run_dir,
-        metrics,
-        prepared.data_report,
-        sections=classification_sections(results, labels, config.evaluation.metrics)
-        + checks.sections(audits)
-        + data_sections(prepared.data_report),
-        history=history,
-        metric=config.evaluation.metric,
+        prepared,
+        trainer,
+        history,
+        results,
+        params,
+        audits,
+        truncated,
+        sections=classification_sections(results, labels, config.evaluation.metrics),
+        own={"labels": labels},
         n_classes=len(labels),
-        facts=encoder.facts(config, model, params, rows, truncated, metrics),
     )
 
 

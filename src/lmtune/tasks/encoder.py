@@ -9,7 +9,7 @@ A recipe keeps what is its own: its targets, loss, probe, scores and report sect
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -19,14 +19,18 @@ from transformers import set_seed
 from lmtune import assets
 from lmtune.config import RunConfig, load_config
 from lmtune.data.pipeline import Input, PreparedData, plan, prepare_data, read_file
+from lmtune.data.report import data_sections
 from lmtune.data.rows import write_jsonl
 from lmtune.errors import LmtuneError
+from lmtune.evaluate import checks
 from lmtune.models.infer import Inputs, encode, infer_texts, mean_pooled_step
 from lmtune.models.load import load_classifier, load_tokenizer, position_limit
 from lmtune.models.methods import load_options
 from lmtune.models.precision import inference_precision
 from lmtune.models.weights import load_weights, save_weights
 from lmtune.runs import model_meta
+from lmtune.tasks import components
+from lmtune.tasks.contract import TrainResult
 from lmtune.train import check_setup
 
 SPLITS = ("train", "validation", "test")
@@ -78,6 +82,33 @@ class Setup:
 
     def splits(self) -> tuple[Rows, Rows, Rows]:
         return tuple(Rows.of(self.data.splits[name]) for name in SPLITS)  # type: ignore[return-value]
+
+
+@dataclass
+class Prepared:
+    """Everything a run needs, read and validated before any run directory is created; a recipe's own
+    Prepared adds its fields (classify: labels; regress: target) as keyword-only ones."""
+
+    model_path: Path | str
+    tokenizer: object
+    model: object  # loaded here so that a broken model fails before a run directory exists
+    train: Rows
+    validation: Rows
+    test: Rows
+    data_report: dict
+    saved: dict  # the prepared rows (Datasets), written to the run's data/ folder
+    references: dict = field(default_factory=dict)  # each audit check's references, read and checked
+
+    @classmethod
+    def of(cls, setup: Setup, model, splits: tuple[Rows, Rows, Rows], references: dict, **own):
+        data = setup.data
+        return cls(
+            setup.model_path, setup.tokenizer, model, *splits, data.report, data.splits, references, **own
+        )
+
+    @property
+    def rows(self) -> dict[str, int]:
+        return {name: len(getattr(self, name)) for name in SPLITS}
 
 
 def setup(config: RunConfig, reader: str) -> Setup:
@@ -171,7 +202,41 @@ def embed(config: RunConfig, model, tokenizer, rows: Rows, desc: str) -> np.ndar
     return infer_texts(config, model, tokenizer, rows.inputs, mean_pooled_step, desc)
 
 
-def facts(
+def finish(
+    config: RunConfig,
+    run_dir: Path,
+    prepared: Prepared,
+    trainer,
+    history: list[dict],
+    results: dict,
+    params: tuple[int, int],
+    audits: dict,
+    truncated: int,
+    *,
+    sections: list[tuple[str, str]],
+    own: dict,
+    facts: dict | None = None,
+    n_classes: int | None = None,
+) -> TrainResult:
+    """metrics.json (the task's `own` keys after the shared ones), data report and report.html: the task's
+    `sections`, then the audits and the data; the shared run facts, then the task's `facts`."""
+    rows = prepared.rows
+    metrics = components.result(trainer, history, results, params, rows, audits)
+    metrics.update(truncated_train_texts=truncated, **own)
+    return components.finish(
+        config,
+        run_dir,
+        metrics,
+        prepared.data_report,
+        sections=sections + checks.sections(audits) + data_sections(prepared.data_report),
+        history=history,
+        metric=config.evaluation.metric,
+        n_classes=n_classes,
+        facts=_facts(config, trainer.model, params, rows, truncated, metrics) | (facts or {}),
+    )
+
+
+def _facts(
     config: RunConfig, model, params: tuple[int, int], rows: dict, truncated: int, metrics: dict
 ) -> dict:
     """The report's run facts every encoder task shows."""

@@ -10,7 +10,7 @@ body's standardised mean-pooled embeddings).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -20,7 +20,6 @@ from sklearn.preprocessing import StandardScaler
 from transformers import DataCollatorWithPadding
 
 from lmtune.config import RunConfig, load_config
-from lmtune.data.report import data_sections
 from lmtune.errors import LmtuneError
 from lmtune.evaluate import checks, predictions
 from lmtune.evaluate.metrics import score
@@ -50,20 +49,9 @@ class Target:
         return np.asarray(outputs, dtype=np.float64).reshape(len(outputs), -1)[:, 0] * self.sd + self.mean
 
 
-@dataclass
-class Prepared:
-    """Everything a run needs, read and validated before any run directory is created."""
-
-    model_path: Path | str
-    tokenizer: object
-    model: object
-    target: Target
-    train: Rows
-    validation: Rows
-    test: Rows
-    data_report: dict
-    saved: dict
-    references: dict = field(default_factory=dict)
+@dataclass(kw_only=True)
+class Prepared(encoder.Prepared):
+    target: Target  # the column, mean and sd of the target
 
 
 def prepare(config: RunConfig) -> Prepared:
@@ -85,19 +73,7 @@ def prepare(config: RunConfig) -> Prepared:
     )
     references = checks.read(config, setup.tokenizer)
     model = encoder.with_head(config, setup.model_path, [target.column], setup.tokenizer, **HEAD)
-    data = setup.data
-    return Prepared(
-        setup.model_path,
-        setup.tokenizer,
-        model,
-        target,
-        train,
-        validation,
-        test,
-        data.report,
-        data.splits,
-        references,
-    )
+    return Prepared.of(setup, model, (train, validation, test), references, target=target)
 
 
 # ------------------------------------------------------------------------------- inference
@@ -200,21 +176,19 @@ def train(
     predictions.save(run_dir, {"regress": block})
     encoder.save_model(config, prepared.model_path, model, tokenizer, run_dir / "model", target=vars(target))
 
-    rows = {name: len(getattr(prepared, name)) for name in ("train", "validation", "test")}
-    metrics = components.result(trainer, history, results, params, rows, audits)
-    metrics.update(truncated_train_texts=truncated, target=vars(target))
-    return components.finish(
+    return encoder.finish(
         config,
         run_dir,
-        metrics,
-        prepared.data_report,
-        sections=regression_sections(results, block, config.evaluation.metrics)
-        + checks.sections(audits)
-        + data_sections(prepared.data_report),
-        history=history,
-        metric=config.evaluation.metric,
-        facts=encoder.facts(config, model, params, rows, truncated, metrics)
-        | {"target": f"{spread} ({config.regress.loss} loss)"},
+        prepared,
+        trainer,
+        history,
+        results,
+        params,
+        audits,
+        truncated,
+        sections=regression_sections(results, block, config.evaluation.metrics),
+        own={"target": vars(target)},
+        facts={"target": f"{spread} ({config.regress.loss} loss)"},
     )
 
 
