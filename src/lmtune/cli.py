@@ -199,11 +199,14 @@ def cmd_predict(args) -> int:
             print(
                 result["answer"] + ("" if result["stopped"] else "  [no end-of-turn: max_new_tokens reached]")
             )
-        else:  # a label and its probability, or a regressor's number; then the input
+        else:  # a label and its probability, the labels of a multi-label run, or a number; then the input
             shown = result["text"] + (f"\t{result['text_pair']}" if "text_pair" in result else "")
-            head = (
-                f"{result['label']}\t{result['score']:.3f}" if "label" in result else f"{result['score']:.4g}"
-            )
+            if "labels" in result:  # multi-label: every label above its threshold
+                head = ",".join(result["labels"]) or "(none)"
+            elif "label" in result:
+                head = f"{result['label']}\t{result['score']:.3f}"
+            else:
+                head = f"{result['score']:.4g}"
             print(f"{head}\t{shown}")
     return 0
 
@@ -259,11 +262,11 @@ def cmd_data_inspect(args) -> int:
 def cmd_data_prepare(args) -> int:
     from lmtune.config import load_config
     from lmtune.data import commands
-    from lmtune.tasks import TASKS
+    from lmtune.tasks import describe
 
     config = load_config(args.config, args.set)
     out = Path(args.out) if args.out else Path(config.output.dir) / f"{config.output.name}-data"
-    kind = TASKS[config.task].rows
+    kind = describe(config).rows
     result = commands.prepare(config, kind, out, args.overwrite)
     print(commands.summary(result.report, kind))
     print(f"\nprepared data: {out} (train/validation/test.jsonl, data_report.json, data_report.html)")

@@ -191,6 +191,12 @@ class DataConfig(Section):
     domain_column: str | None = Field(None, description="the domain a row comes from; counted per split")
     task_column: str | None = Field(None, description="the task a row belongs to; counted per split")
     labels: list[str] | None = Field(None, description="the allowed labels; any other is a bad row")
+    multi_label: bool = Field(
+        False,
+        description="classify: each row has a set of labels (a JSON list, or a string split at "
+        "data.label_separator; empty = none of them): sigmoid outputs, per-label thresholds tuned on validation",
+    )
+    label_separator: str = Field(",", min_length=1, description="data.multi_label: splits a label string")
     columns: list[str] | None = Field(None, description="column names of a delimited file without a header")
     separator: str | None = Field(None, description="one character, or 'tab'; default from the file suffix")
     quoting: Literal["auto", "csv", "none"] = Field(
@@ -561,13 +567,15 @@ class Settings(Section):
     @model_validator(mode="after")
     def _task_defaults(self) -> Settings:
         """Validation metrics and baselines differ per task: fill the defaults, reject the rest."""
-        metrics, baselines = TASKS[self.task].metrics, TASKS[self.task].baselines
+        task = tasks.describe(self)
+        metrics, baselines = task.metrics, task.baselines
         e = self.evaluation
         if e.metric is None:
             e.metric = metrics[0]
         elif e.metric not in metrics:
             raise ValueError(
-                f"evaluation.metric = {e.metric!r} is not a {self.task} metric; allowed: {', '.join(metrics)}"
+                f"evaluation.metric = {e.metric!r} is not a {self.task}{' multi-label' if self.data.multi_label else ''} "
+                f"metric; allowed: {', '.join(metrics)}"
             )
         if e.baselines is None:
             e.baselines = list(baselines)
@@ -599,12 +607,29 @@ class Settings(Section):
             return self
         from lmtune.evaluate.metrics import names_for_task
 
-        allowed = names_for_task(self.task)
+        allowed = names_for_task(tasks.describe(self))
         if unknown := [m for m in self.evaluation.metrics if m not in allowed]:
             raise ValueError(
                 f"evaluation.metrics: unknown metric {unknown[0]!r}; allowed: {', '.join(allowed)}"
             )
         return self
+
+    @model_validator(mode="before")
+    @classmethod
+    def _multi_label_settings(cls, raw: Any) -> Any:
+        """data.multi_label belongs to classify and has no class balancing (a row has several classes);
+        checked before the task's defaults, which follow it."""
+        data = raw.get("data") if isinstance(raw, dict) else None
+        if isinstance(data, dict) and data.get("multi_label") is True:
+            if raw.get("task", "classify") != "classify":
+                raise ValueError(f"data.multi_label: only for task classify, not {raw.get('task')!r}")
+            augment = data.get("augment")
+            if isinstance(augment, dict) and augment.get("balance", "none") != "none":
+                raise ValueError(
+                    "data.augment.balance: not with data.multi_label (a row has several classes); weigh rows "
+                    "with data.weight_column instead"
+                )
+        return raw
 
     @model_validator(mode="after")
     def _pair_of_two(self) -> Settings:

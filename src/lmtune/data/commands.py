@@ -59,7 +59,12 @@ def summary(report: dict, kind: str) -> str:
                 f"{n['records']} records + {n['continuation']} continuation lines of {n['multiline_records']} "
                 f"multi-line quoted fields (longest: {longest['lines']} lines at {longest['where']})"
             )
-    lines.append(f"records taken as: {'text + label rows' if kind == 'labelled' else 'generative examples'}")
+    taken = {
+        "labelled": "text + label rows",
+        "multilabel": "text + label-set rows",
+        "numeric": "text + number rows",
+    }.get(kind, "generative examples")
+    lines.append(f"records taken as: {taken}")
     lines.append("")
     lines.append(f"{'step':<18}{'split':<8}{'rows in':>10}{'rows out':>10}{'seconds':>9}")
     for s in report["steps"]:

@@ -225,10 +225,12 @@ def labelled(
     *,
     pair: bool = False,
     joiner: str = " ",
-) -> tuple[str, str | None, str | int | float, str | None]:
+    many: bool = False,
+) -> tuple[str, str | None, str | int | float | list, str | None]:
     """(text, second text of a pair or None, raw label, group) of a labelled record; the label is
     normalised by the pipeline. `text` names one column, or several: joined with `joiner`, or with
-    `pair` the two texts of a sentence pair."""
+    `pair` the two texts of a sentence pair. With `many` the label is a set of labels: a list, or a
+    string the pipeline splits (empty or null: none)."""
     if isinstance(text, str):
         first, second = _text(record, text), None
     elif pair:
@@ -241,7 +243,9 @@ def labelled(
         if not first.strip():
             raise Bad(f"empty text in every field of {', '.join(map(repr, text))}")
     tag = record.get(label)
-    if type(tag) is not str or not tag.strip():
+    if many:
+        tag = _label_set(record, label)
+    elif type(tag) is not str or not tag.strip():
         tag = _required(record, label, "label_column", "label")
         if not isinstance(tag, str | int | float) or isinstance(tag, bool):
             raise Bad(f"field '{label}' must be a string or a number, got {kind_of(tag)}")
@@ -251,6 +255,25 @@ def labelled(
     if not isinstance(key, str | int):
         raise Bad(f"field '{group}' must be a string or a number, got {kind_of(key)}")
     return first, second, tag, str(key)
+
+
+def _label_set(record: dict, column: str) -> str | int | list:
+    """A multi-label record's labels as given: a list of names (or ids), or one string; null is none."""
+    if column not in record:
+        _required(record, column, "label_column", "label")  # raises, naming the fields found
+    value = record[column]
+    if value is None:
+        return []
+    if isinstance(value, list):
+        for item in value:
+            if not isinstance(item, str | int) or isinstance(item, bool) or not str(item).strip():
+                raise Bad(
+                    f"field '{column}' must list labels (strings or integers), got {kind_of(item)} in it"
+                )
+        return value
+    if not isinstance(value, str | int) or isinstance(value, bool):
+        raise Bad(f"field '{column}' must be a list of labels or a delimited string, got {kind_of(value)}")
+    return value
 
 
 def _text(record: dict, column: str, empty: bool = False) -> str:

@@ -10,6 +10,7 @@ leaves nothing behind. Every step's rows in/out, reasons and seconds go into the
 from __future__ import annotations
 
 import glob
+import json
 import os
 import random
 import shutil
@@ -137,6 +138,7 @@ def _spec(config: RunConfig, kind: str, source: Input, groups: bool = True, fiel
         {name: column for name, column in columns.items() if column is not None},
         text_pair=d.text_pair,
         text_separator=d.text_separator,
+        label_separator=d.label_separator,
     )
 
 
@@ -197,8 +199,8 @@ def prepare_data(
         splits = leakage.check(splits, config, report, scratch.take, set(SPLITS) - set(loaded), shared)
         if not len(splits["train"]) and not allow_empty:  # before unknown labels: no label is known
             raise _empty("train", report)
-        if kind == "labelled" and len(splits["train"]):
-            splits = _unknown_labels(splits, report, scratch)
+        if kind in ("labelled", "multilabel") and len(splits["train"]):
+            splits = _unknown_labels(splits, report, scratch, many=kind == "multilabel")
         if d.max_train_rows and d.max_train_rows < len(splits["train"]):
             splits["train"] = _subsample(splits["train"], d.max_train_rows, d.split.seed, report, scratch)
         if require_test and not len(splits["test"]):
@@ -353,21 +355,32 @@ def _empty(name: str, report: DataReport) -> LmtuneError:
     return LmtuneError(f"data: no usable {name} rows left: {why}")
 
 
-def _unknown_labels(splits: dict[str, Dataset], report: DataReport, scratch: Scratch) -> dict[str, Dataset]:
-    """A validation/test label the training split never shows cannot be learned: a bad row."""
+def _unknown_labels(
+    splits: dict[str, Dataset], report: DataReport, scratch: Scratch, many: bool = False
+) -> dict[str, Dataset]:
+    """A validation/test label the training split never shows cannot be learned: a bad row. `many`:
+    rows hold sets of labels (JSON lists), and a row with any such label is bad."""
     known = pc.unique(splits["train"].with_format("arrow")["label"])
+    names = sorted({x for text in known.to_pylist() for x in json.loads(text)} if many else known.to_pylist())
+    known_names = listing(names)
     for name in ("validation", "test"):
         rows = splits[name]
         if not len(rows):
             continue
-        inside = pc.is_in(rows.with_format("arrow")["label"], value_set=known).to_numpy(zero_copy_only=False)
-        unknown = np.flatnonzero(~inside).tolist()
-        known_names = listing(sorted(known.to_pylist()))
+        labels = rows.with_format("arrow")["label"]
+        if many:
+            allowed = set(names)
+            strange = [[x for x in json.loads(t) if x not in allowed] for t in labels.to_pylist()]
+            unknown = [i for i, found in enumerate(strange) if found]
+        else:
+            inside = pc.is_in(labels, value_set=known).to_numpy(zero_copy_only=False)
+            unknown = np.flatnonzero(~inside).tolist()
         for i in unknown:
             row = rows[i]
+            label = strange[i][0] if many else row["label"]
             report.bad_row_policy(name)(
                 row["where"],
-                f"label {shorten(row['label'])} never occurs in the training split; training labels: {known_names}",
+                f"label {shorten(label)} never occurs in the training split; training labels: {known_names}",
             )
         if unknown:
             splits[name] = scratch.take(rows, np.setdiff1d(np.arange(len(rows)), unknown))

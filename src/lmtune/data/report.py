@@ -5,6 +5,7 @@ sections of report.html (or a page of its own for `lmtune data prepare`)."""
 from __future__ import annotations
 
 import html
+import json
 import sys
 from collections import Counter
 
@@ -251,6 +252,9 @@ def _counts(values) -> dict:
     return {item["values"].as_py(): item["counts"].as_py() for item in pc.value_counts(values)}
 
 
+NO_LABEL = "(none)"  # a multi-label row with no label
+
+
 def split_stats(rows, kind: str) -> dict:
     """Row count, labels, origins, the per-row fields (the 20 commonest values of sensitive, domain and
     task; weight's min, mean and max) and length histograms (characters, and tokens when counted)."""
@@ -260,6 +264,11 @@ def split_stats(rows, kind: str) -> dict:
     arrow = rows.with_format("arrow")
     if kind == "labelled":
         stats["labels"] = dict(sorted(_counts(arrow["label"]).items()))
+    elif kind == "multilabel":  # rows carrying each label (a row counts once per label), and rows with none
+        sets = Counter()
+        for text, count in _counts(arrow["label"]).items():
+            sets.update({label: count for label in json.loads(text)} or {NO_LABEL: count})
+        stats["labels"] = dict(sorted(sets.items()))
     elif kind == "numeric":  # a regression target, stored as its decimal text
         target = np.asarray(arrow["label"].to_pylist(), dtype=np.float64)
         counts, edges = np.histogram(target, bins=20)

@@ -75,6 +75,7 @@ class Spec:
     columns: dict[str, str] = field(default_factory=dict)  # per-row field → its column (data.*_column)
     text_pair: bool = False
     text_separator: str = " "
+    label_separator: str = ","  # splits a multi-label string
 
 
 @dataclass
@@ -142,6 +143,7 @@ def _texts(record: dict, spec: Spec) -> tuple:
         spec.group_column,
         pair=spec.text_pair,
         joiner=spec.text_separator,
+        many=spec.kind == "multilabel",
     )
     formats.text_only(text, second, group)
     return text, None if second is None else {"text_pair": second}, raw, group
@@ -156,6 +158,24 @@ def _labelled(record: dict, where: str, spec: Spec, fmt: str) -> tuple:
         allowed = ", ".join(sorted(spec.labels))
         raise formats.Bad(f"unknown label '{label}' (allowed: {allowed}; data.labels)")
     return text, None, label, group, pair
+
+
+def _multilabel(record: dict, where: str, spec: Spec, fmt: str) -> tuple:
+    """A set of labels, each normalised and mapped as a single label is; stored as a sorted JSON list."""
+    text, pair, raw, group = _texts(record, spec)
+    names = raw if isinstance(raw, list) else str(raw).split(spec.label_separator)
+    labels = set()
+    for name in names:
+        label = normalise_label(str(name), spec.label_case)
+        if not label:  # "a,,b" or a trailing separator
+            continue
+        label = spec.label_map.get(label, label)
+        if spec.labels is not None and label not in spec.labels:
+            allowed = ", ".join(sorted(spec.labels))
+            raise formats.Bad(f"unknown label '{label}' (allowed: {allowed}; data.labels)")
+        labels.add(label)
+    formats.text_only(*labels)
+    return text, None, json.dumps(sorted(labels), ensure_ascii=False), group, pair
 
 
 def _numeric(record: dict, where: str, spec: Spec, fmt: str) -> tuple:
@@ -204,6 +224,10 @@ READERS: dict[str, Reader] = {
     # a text (or sentence pair) and its label
     "labelled": Reader(
         {"labelled": ("text",), "labelled_pair": ("text", *_PAIR)}, (), None, _labelled, _PAIR
+    ),
+    # a text (or sentence pair) and a set of labels (data.multi_label), as a sorted JSON list
+    "multilabel": Reader(
+        {"multilabel": ("text",), "multilabel_pair": ("text", *_PAIR)}, (), None, _multilabel, _PAIR
     ),
     # a text (or sentence pair) and a number (regression)
     "numeric": Reader({"numeric": ("text",), "numeric_pair": ("text", *_PAIR)}, (), None, _numeric, _PAIR),

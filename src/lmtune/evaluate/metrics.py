@@ -30,9 +30,9 @@ import numpy as np
 from lmtune import shims
 from lmtune.errors import LmtuneError
 from lmtune.evaluate import stats
-from lmtune.tasks import TASKS, load_measures  # the torch-free task descriptions
+from lmtune.tasks import TASKS, Task, load_measures  # the torch-free task descriptions
 
-HEADLINE = list(TASKS["classify"].columns)  # classification's headline scores, in the registry's order
+HEADLINE = ["accuracy", "precision_macro", "recall_macro", "f1_macro"]  # one label per row: headline scores
 SIGNIFICANCE = 0.05
 
 
@@ -252,9 +252,11 @@ def names_for(kind: str) -> list[str]:
     return [name for name, m in METRICS.items() if m.kind == kind]
 
 
-def names_for_task(task: str) -> list[str]:
-    """Every metric a task's evaluation can report (the union over the kinds it scores)."""
-    return [name for kind in TASKS[task].scores for name in names_for(kind)]
+def names_for_task(task: str | Task) -> list[str]:
+    """Every metric a task's evaluation can report (the union over the kinds it scores); `task` is a name
+    or a description (lmtune.tasks.describe)."""
+    task = TASKS[task] if isinstance(task, str) else task
+    return [name for kind in task.scores for name in names_for(kind)]
 
 
 def check_names(names: list[str], kind: str, where: str) -> list[str]:

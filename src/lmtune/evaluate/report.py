@@ -157,6 +157,43 @@ def regression_sections(results: dict[str, dict], block: dict, names: list[str] 
     ]
 
 
+# multi-label scores the report's table shows
+MULTI_LABEL = [
+    "micro_f1",
+    "macro_f1",
+    "samples_f1",
+    "subset_accuracy",
+    "hamming_loss",
+    "micro_precision",
+    "micro_recall",
+]
+
+
+def multilabel_sections(results: dict[str, dict], names: list[str] | None = None) -> list[tuple[str, str]]:
+    """Before/after table and bars, then each label's scores and threshold per model."""
+    sections = [
+        (
+            "Test metrics: before and after",
+            metrics_table(results, names or MULTI_LABEL)
+            + comparison_bars(results, ["micro_f1", "macro_f1", "samples_f1", "subset_accuracy"]),
+        )
+    ]
+    for name, result in results.items():
+        rows = "".join(
+            f"<tr><td>{html.escape(label)}</td><td>{m['precision']:.3f}</td><td>{m['recall']:.3f}</td>"
+            f"<td>{m['f1']:.3f}</td><td>{m['support']}</td><td>{m.get('threshold', 0.5):.2f}</td></tr>"
+            for label, m in result["per_label"].items()
+        )
+        sections.append(
+            (
+                f"Per-label scores ({name})",
+                "<table><tr><th>label</th><th>precision</th><th>recall</th><th>F1</th><th>support</th>"
+                f"<th>threshold</th></tr>{rows}</table>",
+            )
+        )
+    return sections
+
+
 def diagnosis_html(history: list[dict], metric: str, greater_is_better: bool, n_classes: int | None) -> str:
     """Findings (evidence, what to change) first, then the checks that passed, with their numbers."""
     result = check(history, metric=metric, greater_is_better=greater_is_better, n_classes=n_classes)

@@ -176,3 +176,21 @@ def regression_loss(kind: str = "mse", delta: float = 1.0) -> Loss:
         return (per_row * weights).sum() / weights.sum().clamp(min=1e-12), outputs, False
 
     return loss
+
+
+def multi_label_loss() -> Loss:
+    """Binary cross-entropy of every label's sigmoid (problem_type multi_label_classification); per-row
+    weights, when the rows carry them, weigh each row's mean over its labels (a weighted mean)."""
+
+    def loss(model, inputs: dict, weights, num_items_in_batch):
+        if not model.training or weights is None:
+            return None  # the model's own loss (BCE with logits, mean over rows and labels)
+        targets = inputs.pop("labels").float()
+        outputs = model(**inputs)
+        per_row = F.binary_cross_entropy_with_logits(outputs.logits.float(), targets, reduction="none").mean(
+            -1
+        )
+        weights = weights.to(per_row.dtype)
+        return (per_row * weights).sum() / weights.sum().clamp(min=1e-12), outputs, False
+
+    return loss

@@ -37,6 +37,7 @@ class Task:
         return self.rows in ("generative", "preference")
 
 
+MULTI_LABEL_COLUMNS = ("micro_f1", "macro_f1", "samples_f1", "subset_accuracy", "hamming_loss")
 _GENERATIVE_COLUMNS = ("loss", "perplexity", "rougeL", "bleu", "exact_match", "stop_rate")
 
 TASKS: dict[str, Task] = {
@@ -46,9 +47,18 @@ TASKS: dict[str, Task] = {
         metrics=("f1_macro", "accuracy", "precision_macro", "recall_macro", "loss"),
         baselines=("base", "probe"),
         scores=("classify",),
-        columns=("accuracy", "precision_macro", "recall_macro", "f1_macro"),
+        # one label per row fills the first four, a set of labels (data.multi_label) the rest; a column no
+        # model has is left out
+        columns=(
+            "accuracy",
+            "precision_macro",
+            "recall_macro",
+            "f1_macro",
+            *MULTI_LABEL_COLUMNS,
+        ),
         # an encoder classifier has no language-model head
         forgetting=("probe",),
+        measures=("lmtune.tasks.multilabel_measures",),
     ),
     "regress": Task(
         "lmtune.tasks.regress",
@@ -99,6 +109,24 @@ TASKS: dict[str, Task] = {
         config="lmtune.tasks.preference_config:PreferenceConfig",
     ),
 }
+
+
+# classify with data.multi_label: a set of labels per row, with its own reader, scores and validation metrics
+MULTI_LABEL = Task(
+    "lmtune.tasks.classify",
+    rows="multilabel",
+    metrics=("micro_f1", "macro_f1", "samples_f1", "subset_accuracy", "hamming_loss", "loss"),
+    baselines=("base", "probe"),
+    scores=("multilabel",),
+    columns=MULTI_LABEL_COLUMNS,
+    forgetting=("probe",),
+    measures=("lmtune.tasks.multilabel_measures",),
+)
+
+
+def describe(config) -> Task:
+    """A run config's task: TASKS[config.task], or MULTI_LABEL for classify with data.multi_label."""
+    return MULTI_LABEL if config.task == "classify" and config.data.multi_label else TASKS[config.task]
 
 
 def load_measures() -> None:

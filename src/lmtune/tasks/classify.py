@@ -23,7 +23,7 @@ from lmtune.evaluate.metrics import classification_metrics, headline
 from lmtune.evaluate.report import classification_sections
 from lmtune.models.infer import infer_texts, logits_step
 from lmtune.models.loss import classification_loss
-from lmtune.tasks import components, encoder
+from lmtune.tasks import components, encoder, multilabel
 from lmtune.tasks.contract import Predictor, TrainResult
 from lmtune.tasks.encoder import Rows, tokenized
 from lmtune.train import build_trainer, fit
@@ -37,7 +37,9 @@ class Prepared(encoder.Prepared):
 # ------------------------------------------------------------------------------------ data
 
 
-def prepare(config: RunConfig) -> Prepared:
+def prepare(config: RunConfig) -> Prepared | multilabel.Prepared:
+    if config.data.multi_label:  # a set of labels per row: its own recipe, under the same task name
+        return multilabel.prepare(config)
     setup = encoder.setup(config, "labelled")
     train, validation, test = setup.splits()
     labels = sorted(set(train.labels))
@@ -116,6 +118,8 @@ def train(
     """Baselines, fine-tune, test, save model + metrics + report into run_dir; return metrics.
 
     `callbacks`: extra TrainerCallbacks (a search prunes trials through one)."""
+    if isinstance(prepared, multilabel.Prepared):
+        return multilabel.train(config, prepared, run_dir, resume, callbacks)
     components.begin(config, run_dir, resume)
     encoder.save_splits(prepared.saved, run_dir / "data")
     labels = prepared.labels
@@ -203,6 +207,8 @@ def _save_model(config: RunConfig, base_path, model, tokenizer, labels: list[str
 
 def load(run_dir: Path) -> Predictor:
     """A finished run's classifier (base + adapter, or full weights), tokenizer and labels."""
+    if encoder.model_info(run_dir).get("multi_label"):
+        return multilabel.load(run_dir)
     labels = json.loads((run_dir / "model" / "labels.json").read_text())
     config, model, tokenizer, info = encoder.open_run(run_dir, labels)
     return Predictor("classify", config, model, tokenizer, info, labels=labels, run_dir=run_dir)
@@ -214,6 +220,8 @@ def evaluate(run_dir: Path, data: str | None = None, **reader: str | None) -> di
     `reader` (text_column, label_column, separator, encoding) overrides how `data` is read; by
     default it is read like the user files of the run (same columns, suffix-based format).
     """
+    if encoder.model_info(run_dir).get("multi_label"):
+        return multilabel.evaluate(run_dir, data, **reader)
     saved = predictions_on(run_dir, data, **reader)
     config = load_config(run_dir / "config.yaml")
     return scores_of(config, saved["kinds"]["classify"], saved["labels"])["tuned"]
@@ -222,6 +230,8 @@ def evaluate(run_dir: Path, data: str | None = None, **reader: str | None) -> di
 def predictions_on(run_dir: Path, data: str | None = None, *, base: bool = False, **reader) -> dict:
     """The run's (and with `base`, the untuned base model's) predictions on its test split or a file,
     in predictions.json's form: what `lmtune compare --data` pairs between runs."""
+    if encoder.model_info(run_dir).get("multi_label"):
+        return multilabel.predictions_on(run_dir, data, base=base, **reader)
     run = load(run_dir)
     config, model, tokenizer, labels = run.config, run.model, run.tokenizer, run.labels
     rows = encoder.rows_to_score(run_dir, config, tokenizer, data, "labelled", reader)
@@ -245,6 +255,8 @@ def predict(run_dir: Path, texts: list) -> list[dict]:
 
 
 def predict_with(run: Predictor, texts: list) -> list[dict]:
+    if run.info.get("multi_label"):
+        return multilabel.predict_with(run, texts)
     labels = run.labels
     inputs = encoder.inputs_of(run.config, texts)
     logits = infer_texts(run.config, run.model, run.tokenizer, inputs, logits_step, "predict")
