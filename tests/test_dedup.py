@@ -389,7 +389,8 @@ def test_sst2_data_report_counts_match_independent_count(sst2, sst2_sparse, thre
     }
     report = prepare_data(validate({"data": data}, "test"), "labelled").report
     keys = pd.Series(train).map(ref_key)
-    exact_dev = {j for j, d in enumerate(dev) if ref_key(d) in set(keys)}
+    train_keys = set(keys)
+    exact_dev = {j for j, d in enumerate(dev) if ref_key(d) in train_keys}
     near_dev = {j for _, j in similar_pairs(tm, dm, t_sizes, d_sizes, threshold)} - exact_dev
     found = report["leakage"]["found"]["test"]
     print(
