@@ -205,6 +205,9 @@ def test_a_multi_label_run_predicts_every_label_above_its_threshold(ml_run, tmp_
     unknown = write_csv(tmp_path / "unknown.csv", [("x y z", "pos|alien")], header=("text", "tags"))
     with pytest.raises(LmtuneError, match=r"unknown.csv:2: label 'alien' is unknown to this model"):
         classify.evaluate(run_dir, str(unknown))
+    assert main(["compare", str(run_dir), "--out", str(tmp_path / "cmp")]) == 0  # tuned vs its untuned base
+    compared = json.dumps(json.loads((tmp_path / "cmp" / "compare.json").read_text()))
+    assert "micro_f1" in compared and "subset_accuracy" in compared
     capsys.readouterr()
     assert main(["predict", str(run_dir), "the food was lovely"]) == 0
     labels, text = capsys.readouterr().out.strip().split("\t")

@@ -37,7 +37,8 @@ def _prepare(inputs: dict, names: list[str], labels, where: str) -> dict:
         "exact": exact[:, None].astype(np.float64),
         "errors": (fp + fn).sum(1)[:, None],
     }
-    return {"n": n, "k": y.shape[1], "columns": columns, "exact": exact}
+    # y_true: what a paired test checks two models share (Kind.truth)
+    return {"n": n, "k": y.shape[1], "columns": columns, "exact": exact, "y_true": y}
 
 
 def _totals(agg: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
