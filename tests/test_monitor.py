@@ -21,7 +21,7 @@ from lmtune.config import validate
 from lmtune.errors import LmtuneError
 from lmtune.monitor import LiveView, _env_defaults, divergence_error, memory_stats, status_line
 from lmtune.runs import last_complete_checkpoint, open_run
-from lmtune.tasks import classify
+from lmtune.tasks import classify, encoder
 from lmtune.train import check_setup
 
 
@@ -273,9 +273,9 @@ def test_a_nan_loss_stops_the_run_and_keeps_the_last_good_checkpoint(
     raw = tiny_config(tiny_model_dir("bert"), labelled_csv, tmp_path / "runs", training=training)
     path = tmp_path / "run.yaml"
     path.write_text(yaml.safe_dump(raw))
-    build = classify.build_trainer
+    build = encoder.build_trainer  # the encoder recipes build their Trainer there
     monkeypatch.setattr(
-        classify,
+        encoder,
         "build_trainer",
         lambda *a, **kw: build(*a, **{**kw, "callbacks": (*kw["callbacks"], _Poison(7))}),
     )

@@ -14,7 +14,6 @@ from pathlib import Path
 import numpy as np
 import torch
 from sklearn.linear_model import LogisticRegression
-from transformers import DataCollatorWithPadding
 
 from lmtune.config import RunConfig, load_config
 from lmtune.errors import LmtuneError
@@ -25,8 +24,8 @@ from lmtune.models.infer import infer_texts, logits_step
 from lmtune.models.loss import classification_loss
 from lmtune.tasks import components, encoder, multilabel
 from lmtune.tasks.contract import Predictor, TrainResult
-from lmtune.tasks.encoder import Rows, tokenized
-from lmtune.train import build_trainer, fit
+from lmtune.tasks.encoder import Rows
+from lmtune.train import fit
 
 
 @dataclass(kw_only=True)
@@ -133,35 +132,19 @@ def train(
     before = checks.measure(config, model, tokenizer, prepared.references)  # the untuned body
 
     model, params = components.adapt(config, model)
-    max_length = config.model.max_length
-    per_row = bool(
-        config.data.weight_column
-    )  # else balance weights follow the class: the loss's class weights
-    sizes = f"{len(prepared.train)} train / {len(prepared.validation)} validation / {len(prepared.test)} test rows"
-    train_dataset, truncated = encoder.training_set(
-        config,
-        prepared.train,
-        tokenizer,
-        _targets(prepared.train, label2id),
-        per_row,
-        f"{sizes}, {len(labels)} classes",
-    )
-    validation = prepared.validation
-    trainer = build_trainer(
+    # else balance weights follow the class: the loss's class weights
+    per_row = bool(config.data.weight_column)
+    trainer, truncated = encoder.trainer(
         config,
         run_dir,
-        model=model,
-        tokenizer=tokenizer,
-        train_dataset=train_dataset,
-        eval_dataset=tokenized(
-            validation, tokenizer, max_length, _targets(validation, label2id), by_length=True
-        )
-        if len(validation)
-        else None,
-        collator=DataCollatorWithPadding(tokenizer),
+        prepared,
+        model,
+        lambda rows: _targets(rows, label2id),
+        summary=f", {len(labels)} classes",
         compute_metrics=_compute_metrics(labels),
         loss=classification_loss(None if per_row else _class_weights(prepared.train, labels)),
         callbacks=callbacks,
+        per_row=per_row,
     )
     history = fit(trainer, run_dir, resume)
     model = trainer.model

@@ -9,12 +9,13 @@ A recipe keeps what is its own: its targets, loss, probe, scores and report sect
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 from datasets import Dataset
-from transformers import set_seed
+from transformers import DataCollatorWithPadding, set_seed
 
 from lmtune import assets
 from lmtune.config import RunConfig, load_config
@@ -31,7 +32,7 @@ from lmtune.models.weights import load_weights, save_weights
 from lmtune.runs import model_meta
 from lmtune.tasks import components
 from lmtune.tasks.contract import TrainResult
-from lmtune.train import check_setup
+from lmtune.train import build_trainer, check_setup
 
 SPLITS = ("train", "validation", "test")
 
@@ -187,14 +188,44 @@ def count_truncated(rows: Rows, lengths: list[int], tokenizer, max_length: int) 
     return sum(len(ids) > max_length for ids in encode(tokenizer, at_limit)["input_ids"])
 
 
-def training_set(config: RunConfig, rows: Rows, tokenizer, targets: list, per_row: bool, summary: str):
-    """The tokenized training rows and how many were truncated, said in one line with the split sizes."""
-    max_length = config.model.max_length
-    dataset = tokenized(rows, tokenizer, max_length, targets, weights=per_row)
-    truncated = count_truncated(rows, dataset["length"], tokenizer, max_length)
-    what = "sentence pairs" if rows.pairs is not None else "texts"
-    print(f"data: {summary}; {truncated} training {what} cut to model.max_length={max_length}")
-    return dataset, truncated
+def trainer(
+    config: RunConfig,
+    run_dir: Path,
+    prepared: Prepared,
+    model,
+    targets: Callable[[Rows], list],
+    *,
+    summary: str,
+    compute_metrics,
+    loss,
+    callbacks: tuple = (),
+    per_row: bool = False,
+):
+    """(the Trainer, training rows truncated) for an encoder recipe: its rows tokenized with their
+    `targets` (validation sorted by length), the padding collator, the recipe's metrics and loss; the
+    split sizes and truncation said in one line, `summary` after the sizes."""
+    max_length, tokenizer = config.model.max_length, prepared.tokenizer
+    train, validation = prepared.train, prepared.validation
+    dataset = tokenized(train, tokenizer, max_length, targets(train), weights=per_row)
+    truncated = count_truncated(train, dataset["length"], tokenizer, max_length)
+    what = "sentence pairs" if train.pairs is not None else "texts"
+    sizes = f"{len(train)} train / {len(validation)} validation / {len(prepared.test)} test rows"
+    print(f"data: {sizes}{summary}; {truncated} training {what} cut to model.max_length={max_length}")
+    built = build_trainer(
+        config,
+        run_dir,
+        model=model,
+        tokenizer=tokenizer,
+        train_dataset=dataset,
+        eval_dataset=tokenized(validation, tokenizer, max_length, targets(validation), by_length=True)
+        if len(validation)
+        else None,
+        collator=DataCollatorWithPadding(tokenizer),
+        compute_metrics=compute_metrics,
+        loss=loss,
+        callbacks=callbacks,
+    )
+    return built, truncated
 
 
 def embed(config: RunConfig, model, tokenizer, rows: Rows, desc: str) -> np.ndarray:

@@ -19,7 +19,6 @@ import numpy as np
 import torch
 from sklearn.linear_model import LogisticRegression
 from sklearn.multiclass import OneVsRestClassifier
-from transformers import DataCollatorWithPadding
 
 from lmtune.config import RunConfig, load_config
 from lmtune.errors import LmtuneError
@@ -30,9 +29,9 @@ from lmtune.models.infer import infer_texts, logits_step
 from lmtune.models.loss import multi_label_loss
 from lmtune.tasks import MULTI_LABEL, components, encoder
 from lmtune.tasks.contract import Predictor, TrainResult
-from lmtune.tasks.encoder import Rows, tokenized
+from lmtune.tasks.encoder import Rows
 from lmtune.tasks.multilabel_measures import per_label
-from lmtune.train import build_trainer, fit
+from lmtune.train import fit
 
 HEAD = {"problem_type": "multi_label_classification"}
 GRID = np.round(np.arange(0.05, 0.951, 0.05), 2)  # the thresholds tried per label
@@ -175,36 +174,21 @@ def train(
     before = checks.measure(config, model, tokenizer, prepared.references)
 
     model, params = components.adapt(config, model)
-    max_length = config.model.max_length
-    sizes = f"{len(prepared.train)} train / {len(prepared.validation)} validation / {len(prepared.test)} test rows"
-    per_row = bool(config.data.weight_column)
-    train_dataset, truncated = encoder.training_set(
-        config,
-        prepared.train,
-        tokenizer,
-        multi_hot(prepared.train, labels).tolist(),
-        per_row,
-        f"{sizes}, {k} labels",
-    )
-    validation = prepared.validation
-    trainer = build_trainer(
+    trainer, truncated = encoder.trainer(
         config,
         run_dir,
-        model=model,
-        tokenizer=tokenizer,
-        train_dataset=train_dataset,
-        eval_dataset=tokenized(
-            validation, tokenizer, max_length, multi_hot(validation, labels).tolist(), by_length=True
-        )
-        if len(validation)
-        else None,
-        collator=DataCollatorWithPadding(tokenizer),
+        prepared,
+        model,
+        lambda rows: multi_hot(rows, labels).tolist(),
+        summary=f", {k} labels",
         compute_metrics=_compute_metrics(labels),
         loss=multi_label_loss(),
         callbacks=callbacks,
+        per_row=bool(config.data.weight_column),
     )
     history = fit(trainer, run_dir, resume)
     model = trainer.model
+    validation = prepared.validation
 
     thresholds["tuned"] = np.full(k, DEFAULT)
     if len(validation):

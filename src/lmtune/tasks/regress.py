@@ -17,7 +17,6 @@ import numpy as np
 from sklearn.linear_model import RidgeCV
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
-from transformers import DataCollatorWithPadding
 
 from lmtune.config import RunConfig, load_config
 from lmtune.errors import LmtuneError
@@ -28,8 +27,8 @@ from lmtune.models.infer import infer_texts, logits_step
 from lmtune.models.loss import regression_loss
 from lmtune.tasks import TASKS, components, encoder
 from lmtune.tasks.contract import Predictor, TrainResult
-from lmtune.tasks.encoder import Rows, tokenized
-from lmtune.train import build_trainer, fit
+from lmtune.tasks.encoder import Rows
+from lmtune.train import fit
 
 HEAD = {"problem_type": "regression"}
 
@@ -140,31 +139,18 @@ def train(
     before = checks.measure(config, model, tokenizer, prepared.references)
 
     model, params = components.adapt(config, model)
-    max_length = config.model.max_length
-    sizes = f"{len(prepared.train)} train / {len(prepared.validation)} validation / {len(prepared.test)} test rows"
     spread = f"target '{target.column}' mean {target.mean:.4g}, sd {target.sd:.4g}"
-    train_dataset, truncated = encoder.training_set(
-        config,
-        prepared.train,
-        tokenizer,
-        target.scaled(prepared.train),
-        bool(config.data.weight_column),
-        f"{sizes}; {spread}",
-    )
-    validation = prepared.validation
-    trainer = build_trainer(
+    trainer, truncated = encoder.trainer(
         config,
         run_dir,
-        model=model,
-        tokenizer=tokenizer,
-        train_dataset=train_dataset,
-        eval_dataset=tokenized(validation, tokenizer, max_length, target.scaled(validation), by_length=True)
-        if len(validation)
-        else None,
-        collator=DataCollatorWithPadding(tokenizer),
+        prepared,
+        model,
+        target.scaled,
+        summary=f"; {spread}",
         compute_metrics=_compute_metrics(target),
         loss=regression_loss(config.regress.loss, config.regress.huber_delta),
         callbacks=callbacks,
+        per_row=bool(config.data.weight_column),
     )
     history = fit(trainer, run_dir, resume)
     model = trainer.model
