@@ -197,7 +197,19 @@ class DataConfig(Section):
         "data.label_separator; empty = none of them): sigmoid outputs, per-label thresholds tuned on validation",
     )
     label_separator: str = Field(",", min_length=1, description="data.multi_label: splits a label string")
-    columns: list[str] | None = Field(None, description="column names of a delimited file without a header")
+    columns: list[str] | None = Field(
+        None, description="column names of a delimited file without a header (or of a CoNLL file's columns)"
+    )
+    tag_column: int | str = Field(
+        -1,
+        description="token_classify, CoNLL files: the tag column, by index (negative counts from the end; "
+        "the token is column 0) or by a name in data.columns",
+    )
+    tag_scheme: Literal["IOB1", "IOB2", "BIOES"] = Field(
+        "IOB2",
+        description="token_classify: the scheme of the tags as given; every scheme is brought to IOB2 "
+        "(the entities unchanged), and an IOB2 I- that continues no chunk is read as B-, as seqeval does",
+    )
     separator: str | None = Field(None, description="one character, or 'tab'; default from the file suffix")
     quoting: Literal["auto", "csv", "none"] = Field(
         "auto", description="auto: csv quoting for .csv, none for .tsv (GLUE style)"
@@ -211,7 +223,8 @@ class DataConfig(Section):
         "auto",
         description="generative and preference tasks: record format; auto detects it from the fields "
         "(sft, seq2seq: alpaca, messages, sharegpt, prompt_completion, text; preference: pairs, implicit, "
-        "hh, sharegpt_ranking, openai, unpaired); checked against the task's reader (lmtune.data.rows.READERS)",
+        "hh, sharegpt_ranking, openai, unpaired; token_classify: conll — a .txt file read as CoNLL columns —, "
+        "tokens, spans); checked against the task's reader (lmtune.data.rows.READERS)",
     )
     fields: dict[str, str] = Field(
         {}, description="generative tasks: rename record fields to the format's names, e.g. {output: answer}"
@@ -411,7 +424,19 @@ class ReferenceConfig(Section):
     text_column: str | None = Field(None, description="default: the bundled dataset's, else 'text'")
     label_column: str | None = Field(None, description="probe: default the bundled dataset's, else 'label'")
     separator: str | None = Field(None, description="one character, or 'tab'; default from the file suffix")
-    columns: list[str] | None = Field(None, description="column names of a delimited file without a header")
+    columns: list[str] | None = Field(
+        None, description="column names of a delimited file without a header (or of a CoNLL file's columns)"
+    )
+    tag_column: int | str = Field(
+        -1,
+        description="token_classify, CoNLL files: the tag column, by index (negative counts from the end; "
+        "the token is column 0) or by a name in data.columns",
+    )
+    tag_scheme: Literal["IOB1", "IOB2", "BIOES"] = Field(
+        "IOB2",
+        description="token_classify: the scheme of the tags as given; every scheme is brought to IOB2 "
+        "(the entities unchanged), and an IOB2 I- that continues no chunk is read as B-, as seqeval does",
+    )
     max_rows: int = Field(500, ge=2, description="a seeded sample of this many rows keeps the check cheap")
     threshold: float = Field(
         0.10,

@@ -77,3 +77,15 @@ def normalise_label(label: str, case: str) -> str:
     """Labels compare after stripping; `case: lower` also folds case, so 'Positive ' == 'positive'."""
     label = " ".join(label.split())
     return label.casefold() if case == "lower" else label
+
+
+def per_token(clean: Callable[[str], str]) -> Callable[[str], str]:
+    """`clean` applied to each token of a text of tokens joined by single spaces (token-classification
+    rows), so the token count — and with it each token's tag — never changes; a token that cleans to
+    nothing, or to more than one token, empties the text (the row is dropped and counted)."""
+
+    def each(text: str) -> str:
+        tokens = [clean(token).strip() for token in text.split(" ")]
+        return "" if any(not t or len(t.split()) > 1 for t in tokens) else " ".join(tokens)
+
+    return each

@@ -59,7 +59,12 @@ class Examples:
 
 
 class Bad(Exception):
-    """A problem with one record: reported as (where, reason) under the on_error policy."""
+    """A problem with one record: reported as (where, reason) under the on_error policy; `where`, when
+    given, is a more exact place than the record's own (the line of a CoNLL sentence's bad token)."""
+
+    def __init__(self, reason: str, where: str | None = None):
+        super().__init__(reason)
+        self.where = where
 
 
 def _describe(fmt: str) -> str:

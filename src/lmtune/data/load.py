@@ -1,7 +1,8 @@
 """Read data files into records that remember where they came from, one at a time.
 
 Formats: JSON (array, or one object per line), JSONL, CSV/TSV (or any separator), Parquet, plain text
-(one record per line), a folder saved by `datasets`, and globs of many files. Text files are read as a
+(one record per line), CoNLL token columns (one sentence a record), a folder saved by `datasets`, and
+globs of many files. Text files are read as a
 stream, so a file larger than memory never loads whole (a JSON array does: its syntax needs the whole
 file). Each record comes as (record, where, problem): `where` is "file:line" or "file: record N", and a
 record that cannot be read carries its problem instead of stopping the reader, so the caller's
@@ -40,7 +41,11 @@ NON_ASCII = re.compile("[^\x00-\x7f\udc80-\udcff]")
 JSON_SUFFIXES = (".json", ".jsonl", ".ndjson")
 TABLE_SEPARATORS = {".csv": ",", ".tsv": "\t"}
 TEXT_SUFFIXES = (".txt", ".raw", ".text")
-SUFFIXES = (*JSON_SUFFIXES, *TABLE_SEPARATORS, *TEXT_SUFFIXES, ".parquet")
+# CoNLL-style token files (one token a line, a blank line between sentences); a .txt file is one with
+# data.format: conll
+CONLL_SUFFIXES = (".conll", ".iob", ".bio")
+SUFFIXES = (*JSON_SUFFIXES, *TABLE_SEPARATORS, *TEXT_SUFFIXES, *CONLL_SUFFIXES, ".parquet")
+DOCSTART = "-DOCSTART-"  # a CoNLL document boundary line, not a token
 # a gzip file is read as what its name says without ".gz" (data.jsonl.gz: JSONL), decompressed as it
 # streams; line numbers in messages are those of the decompressed text
 GZIP = ".gz"
@@ -78,7 +83,9 @@ class ReadOptions:
     encoding: str = "auto"
     separator: str | None = None  # default from the suffix; given for a .txt file, it makes it a table
     quoting: str = "auto"  # auto: csv quoting for .csv, none for .tsv (GLUE style)
-    columns: list[str] | None = None  # names of a headerless delimited file's columns
+    columns: list[str] | None = None  # names of a headerless delimited file's (or CoNLL file's) columns
+    conll: bool = False  # read a text file as CoNLL columns (data.format: conll)
+    tag_column: int | str = -1  # a CoNLL file's tag column: an index (negative from the end) or a name
 
 
 @dataclass
@@ -110,7 +117,7 @@ class Source:
     """One file as read: what it was taken for, so a report can say it."""
 
     path: Path
-    kind: str  # json, jsonl, table, text, parquet, saved
+    kind: str  # json, jsonl, table, text, conll, parquet, saved
     encoding: str | None
     warning: str | None = None
     damaged: bool = False  # some bytes do not decode: rows are checked one by one
@@ -445,6 +452,62 @@ def _text(handle, path: Path, lines: Lines) -> Iterator[Record]:
         yield {"text": raw}, f"{path}:{line}", None
 
 
+def tag_index(columns: list[str] | None, tag_column: int | str) -> int:
+    """A CoNLL file's tag column as an index: an int as given (negative counts from the end), a name
+    looked up in `columns` (data.columns: CoNLL files carry no header)."""
+    if isinstance(tag_column, int):
+        return tag_column
+    if not columns or tag_column not in columns:
+        named = f"columns {columns}" if columns else "no data.columns"
+        raise LmtuneError(
+            f"data.tag_column = {tag_column!r}: not among {named}; name it there or give an index"
+        )
+    return columns.index(tag_column)
+
+
+def _conll(handle, path: Path, tag: int, lines: Lines) -> Iterator[Record]:
+    """One record {"tokens", "tags", "line"} per sentence (`line`: its first token's line, where it is);
+    `-DOCSTART-` lines are skipped (counted as header lines) and end a sentence as a blank line does. A
+    line with another number of columns than the file's first makes its sentence a problem at that line."""
+    width = None
+    tokens: list[str] = []
+    tags: list[str] = []
+    start = 0
+    problem: tuple[int, str] | None = None
+
+    def sentence(end: int) -> Record:
+        lines.record(start, end - start)
+        if problem:
+            return None, f"{path}:{problem[0]}", problem[1]
+        return {"tokens": tokens, "tags": tags, "line": start}, f"{path}:{start}", None
+
+    number = 0
+    for number, raw in enumerate(handle, 1):
+        lines.physical = number
+        parts = raw.split()
+        if not parts or parts[0] == DOCSTART:
+            if tokens:
+                yield sentence(number)
+                tokens, tags, problem = [], [], None
+            if parts:
+                lines.header += 1
+            else:
+                lines.blank += 1
+            continue
+        width = width or len(parts)
+        if not tokens:
+            start = number
+        if problem is None and len(parts) != width:
+            problem = (number, f"{len(parts)} columns, the file's lines have {width} (token ... tag)")
+        elif problem is None and not -len(parts) <= tag < len(parts):
+            problem = (number, f"no column {tag} in {len(parts)} columns (data.tag_column)")
+        elif problem is None:
+            tags.append(parts[tag])
+        tokens.append(parts[0])
+    if tokens:
+        yield sentence(number + 1)
+
+
 def _parquet(path: Path) -> Iterator[Record]:
     import pyarrow.parquet as pq
 
@@ -509,6 +572,8 @@ def source(path: Path, options: ReadOptions) -> Source:
             kind = "jsonl" if suffix != ".json" or _looks_like_jsonl(path, codec) else "json"
         except UnicodeError as exc:
             raise LmtuneError(f"{path}: cannot be read as {codec} ({exc}); set data.encoding") from None
+    elif suffix in CONLL_SUFFIXES or options.conll:
+        kind = "conll"
     elif suffix in TABLE_SEPARATORS or options.separator is not None or options.columns is not None:
         kind = "table"
     else:
@@ -559,6 +624,8 @@ def _text_records(path: Path, options: ReadOptions, src: Source) -> Iterator[Rec
         elif src.kind == "table":
             separator = options.separator or TABLE_SEPARATORS.get(suffix_of(path), "\t")
             records = _table(handle, path, options, separator, src.lines)
+        elif src.kind == "conll":
+            records = _conll(handle, path, tag_index(options.columns, options.tag_column), src.lines)
         else:
             records = _text(handle, path, src.lines)
         if not src.damaged:

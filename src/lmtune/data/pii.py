@@ -449,9 +449,14 @@ def make_scrubber(
     types: Sequence[str] = PATTERN_TYPES,
     action: str = "replace",
     phone_regions: Sequence[str] = DEFAULT_PHONE_REGIONS,
+    *,
+    tokens: bool = False,
 ) -> Callable[[str], tuple[str | None, Counter]]:
     """A function text -> (scrubbed text, or None when action is "drop" and something was found;
-    hit counts by type). Arguments are checked once here, not per row."""
+    hit counts by type). Arguments are checked once here, not per row. `tokens`: the text is tokens
+    joined by single spaces (a token-classification row); private data is found in the whole text (a
+    phone number may span tokens) and every token it touches becomes the placeholder, so the token
+    count, and each token's tag, stay as they were."""
     types = _as_tuple(types)
     _check(types, phone_regions, action)
     wanted = frozenset(types)
@@ -466,6 +471,8 @@ def make_scrubber(
         counts = Counter(h.type for h in hits)
         if action == "drop":
             return None, counts
+        if tokens:
+            return _token_placeholders(text, hits), counts
         parts, pos = [], 0
         for h in hits:
             parts += [text[pos : h.start], f"<{h.type.upper()}>"]
@@ -474,6 +481,17 @@ def make_scrubber(
         return "".join(parts), counts
 
     return scrub
+
+
+def _token_placeholders(text: str, hits: list[Hit]) -> str:
+    """Each space-separated token that overlaps a hit replaced by that hit's placeholder."""
+    out, start = [], 0
+    for token in text.split(" "):
+        end = start + len(token)
+        hit = next((h for h in hits if h.start < end and start < h.end), None)
+        out.append(token if hit is None else f"<{hit.type.upper()}>")
+        start = end + 1
+    return " ".join(out)
 
 
 def scrub_texts(

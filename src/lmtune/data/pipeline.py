@@ -29,7 +29,7 @@ from datasets import Dataset
 from lmtune import assets
 from lmtune.config import RunConfig, with_reader
 from lmtune.data import dedup, leakage, split
-from lmtune.data.clean import make_cleaner
+from lmtune.data.clean import make_cleaner, per_token
 from lmtune.data.formats import ROW_FIELDS
 from lmtune.data.load import ReadOptions, expand
 from lmtune.data.report import DataReport, split_stats
@@ -74,7 +74,7 @@ def plan(config: RunConfig) -> dict[str, Input]:
     """Split name → files and how to read them. A bundled dataset's own reader settings apply to its own
     files only; files the user names are read by their suffix and the explicit data.* keys."""
     d = config.data
-    user = ReadOptions(d.encoding, d.separator, d.quoting, d.columns)
+    user = reader_options(config)
     text, label = _columns(config)
     inputs: dict[str, Input] = {}
     if _bundled(d.train):
@@ -111,12 +111,17 @@ def _columns(config: RunConfig) -> tuple[str, str]:
     )
 
 
+def reader_options(config: RunConfig) -> ReadOptions:
+    """How the user's files are read: the data.* reader keys (a CoNLL file's tag column among them)."""
+    d = config.data
+    return ReadOptions(
+        d.encoding, d.separator, d.quoting, d.columns, conll=d.format == "conll", tag_column=d.tag_column
+    )
+
+
 def file_input(config: RunConfig, path: str) -> Input:
     """A file read like a user file of this run: same columns and reader keys."""
-    d = config.data
-    return Input(
-        expand(path, "--data"), ReadOptions(d.encoding, d.separator, d.quoting, d.columns), *_columns(config)
-    )
+    return Input(expand(path, "--data"), reader_options(config), *_columns(config))
 
 
 def _spec(config: RunConfig, kind: str, source: Input, groups: bool = True, fields: bool = True) -> Spec:
@@ -139,16 +144,21 @@ def _spec(config: RunConfig, kind: str, source: Input, groups: bool = True, fiel
         text_pair=d.text_pair,
         text_separator=d.text_separator,
         label_separator=d.label_separator,
+        tag_scheme=d.tag_scheme,
     )
 
 
-def _steps(config: RunConfig, tokenizer) -> Steps:
+def _steps(config: RunConfig, tokenizer, kind: str) -> Steps:
+    """The per-row text steps. Rows of tokens (READERS[kind].tokens) keep their token count, so that
+    every tag keeps its token: cleaning works token by token, and private data found in the sentence
+    replaces each token it touches with its placeholder."""
     c, p = config.data.clean, config.data.pii
+    tokens = READERS[kind].tokens
     scrub = None
     if p.action != "off":
         from lmtune.data.pii import make_scrubber
 
-        scrub = make_scrubber(p.types, p.action, p.phone_regions)
+        scrub = make_scrubber(p.types, p.action, p.phone_regions, tokens=tokens)
     cleaner = make_cleaner(
         unicode=c.unicode,
         control=c.control,
@@ -158,6 +168,8 @@ def _steps(config: RunConfig, tokenizer) -> Steps:
     )
     if (c.min_tokens is not None or c.max_tokens is not None) and tokenizer is None:
         raise LmtuneError("data.clean.min_tokens/max_tokens need a tokenizer: give a model (--model)")
+    if tokens and cleaner is not None:
+        cleaner = per_token(cleaner)
     return Steps(cleaner, scrub, c.min_chars, c.max_chars, c.min_tokens, c.max_tokens, tokenizer)
 
 
@@ -175,7 +187,7 @@ def prepare_data(
     d = config.data
     inputs = inputs or plan(config)
     report = DataReport(config)
-    steps = _steps(config, tokenizer)
+    steps = _steps(config, tokenizer, kind)
     with scratch_folder() as scratch:
         loaded, fmt = {}, "labelled"
         for name, source in inputs.items():
@@ -233,7 +245,7 @@ def read_file(
             source.paths,
             source.options,
             spec,
-            _steps(config, tokenizer),
+            _steps(config, tokenizer, kind),
             report.bad_row_policy("test"),
             scratch.folder / "file.arrow",
         )
@@ -316,7 +328,8 @@ def _split(
                 + "; use more rows or another fraction"
             )
     if cut and len(train):  # no rows at all: nothing to cut, and prepare_data says why
-        labels = values(train, "label") if s.method == "stratified" else None
+        # a sentence's tags are no class to stratify by
+        labels = values(train, "label") if s.method == "stratified" and kind != "tokens" else None
         if labels is not None and kind == "numeric":
             target = np.asarray(labels, dtype=np.float64)
             labels = np.searchsorted(np.quantile(target, [0.2, 0.4, 0.6, 0.8]), target).tolist()

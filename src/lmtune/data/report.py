@@ -15,6 +15,7 @@ import pyarrow.compute as pc
 from lmtune.config import RunConfig
 from lmtune.data.formats import ROW_FIELDS, on_bad
 from lmtune.data.rows import column, reason_kind
+from lmtune.data.tags import entities
 from lmtune.page import png, subplots, table
 
 
@@ -269,6 +270,16 @@ def split_stats(rows, kind: str) -> dict:
         for text, count in _counts(arrow["label"]).items():
             sets.update({label: count for label in json.loads(text)} or {NO_LABEL: count})
         stats["labels"] = dict(sorted(sets.items()))
+    elif kind == "tokens":  # entities by type (IOB2 chunks), sentences with none, and tokens
+        found: Counter = Counter()
+        n_tokens = 0
+        for text, count in _counts(arrow["label"]).items():
+            tags = json.loads(text)
+            n_tokens += len(tags) * count
+            types = Counter(t for t, _, _ in entities(tags))
+            found.update({t: n * count for t, n in types.items()} or {NO_LABEL: count})
+        stats["labels"] = dict(sorted(found.items()))
+        stats["tagged_tokens"] = n_tokens
     elif kind == "numeric":  # a regression target, stored as its decimal text
         target = np.asarray(arrow["label"].to_pylist(), dtype=np.float64)
         counts, edges = np.histogram(target, bins=20)

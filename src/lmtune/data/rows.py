@@ -32,7 +32,7 @@ import pyarrow as pa
 from datasets import Dataset
 
 from lmtune import faults
-from lmtune.data import formats, preference
+from lmtune.data import formats, preference, tokens
 from lmtune.data.clean import normalise_label
 from lmtune.data.dedup import dedup_key, exact_hashes
 from lmtune.data.load import ReadOptions, Record, iter_records, source
@@ -76,6 +76,7 @@ class Spec:
     text_pair: bool = False
     text_separator: str = " "
     label_separator: str = ","  # splits a multi-label string
+    tag_scheme: str = "IOB2"  # the scheme of token tags as given (data.tag_scheme)
 
 
 @dataclass
@@ -192,6 +193,24 @@ def _numeric(record: dict, where: str, spec: Spec, fmt: str) -> tuple:
     return text, None, repr(value), group, pair
 
 
+def _tokens(record: dict, where: str, spec: Spec, fmt: str) -> tuple:
+    """A sentence of tokens (a CoNLL sentence, a tokens + tags record, or a text with entity spans cut
+    into words): its tokens joined by single spaces as the text, its IOB2 tags as a JSON list."""
+    record = formats.rename(record, spec.fields)
+    if fmt == "spans":
+        sentence = tokens.from_spans(record, where)
+    else:
+        sentence = tokens.from_tokens(record, where, spec.tag_scheme)
+    group = formats.group_of(record, spec.group_column)
+    formats.text_only(*sentence.tokens, *sentence.tags, group)
+    return " ".join(sentence.tokens), None, json.dumps(sentence.tags), group, None
+
+
+def _detect_tokens(records: list[dict], path: Path) -> str:
+    """spans when the records carry entity spans over a text, else tokens (a CoNLL file's too)."""
+    return "spans" if all("entities" in r and "text" in r for r in records) else "tokens"
+
+
 def _generative(record: dict, where: str, spec: Spec, fmt: str) -> tuple:
     record = formats.rename(record, spec.fields)
     example = formats.to_example(fmt, record, spec.fields, where)
@@ -217,6 +236,8 @@ class Reader:
     # rows may share their first text (a preference prompt answered twice): the leak hash is of it alone,
     # and rows sharing it stay together in splits; otherwise the whole row must not recur across splits
     shared: bool = False
+    # the text is tokens joined by spaces, each with its tag: text steps keep the token count
+    tokens: bool = False
 
 
 _PAIR = ("text_pair",)  # a sentence pair's second text (data.text_pair)
@@ -231,6 +252,15 @@ READERS: dict[str, Reader] = {
     ),
     # a text (or sentence pair) and a number (regression)
     "numeric": Reader({"numeric": ("text",), "numeric_pair": ("text", *_PAIR)}, (), None, _numeric, _PAIR),
+    # a sentence of tokens, each with a tag (token classification); a CoNLL file's records are tokens ones
+    "tokens": Reader(
+        {"tokens": ("text",)},
+        ("conll", "tokens", "spans"),
+        _detect_tokens,
+        _tokens,
+        fallback="tokens",
+        tokens=True,
+    ),
     # a plain-text document (continued pre-training) or a conversation
     "generative": Reader(
         {"text": ("text",), "messages": ("messages",)},
@@ -398,7 +428,7 @@ def read_split(
                         converted.append((where, *row, formats.row_fields(record, spec.columns)))
                         continue
                     except formats.Bad as exc:
-                        problem = str(exc)
+                        problem, where = str(exc), exc.where or where
                 bad(where, problem)
             tally.seconds["read"] += time.perf_counter() - start
             columns = _process(converted, steps, tally, READERS[spec.kind].shared)

@@ -1,16 +1,12 @@
-"""Token-classification data (NER): sentences as tokens with one tag each, from CoNLL-style column files,
-from records of `tokens` + `tags`, or from span annotations (`text` + `entities: [{start, end, label}]`);
-tags brought to IOB2 whatever scheme they came in; and the alignment of word tags to a tokenizer's
-sub-words.
+"""Token-classification data (NER): sentences as tokens with one tag each, from CoNLL-style column files
+(read by lmtune.data.load), from records of `tokens` + `tags`, or from span annotations (`text` +
+`entities: [{start, end, label}]`); tags brought to IOB2 whatever scheme they came in; and the alignment
+of word tags to a tokenizer's sub-words.
 
-CoNLL files: one token a line, whitespace-separated columns (the token first), a blank line between
-sentences, `-DOCSTART-` lines skipped; the tag column is chosen by index (default: the last) or by name
-from `columns`. A line with another number of columns than the file's first is a bad row at its line.
-
-Tags: IOB1 and BIOES become IOB2 (lmtune.evaluate.spans.to_iob2: the entities are unchanged); an IOB2
+Tags: IOB1 and BIOES become IOB2 (lmtune.data.tags.to_iob2: the entities are unchanged); an IOB2
 I-X that continues no X chunk (after O, at the start, after another type) is repaired to B-X and
 counted — the reading seqeval and conlleval give it anyway, so no score moves — and a tag outside the
-scheme is a bad row naming the tag. The pipeline integration (the token task's reader) is the next step.
+scheme is a bad row naming the tag and, in a CoNLL file, its line.
 """
 
 from __future__ import annotations
@@ -21,13 +17,22 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from lmtune.data.formats import Bad
+from lmtune.data.load import ReadOptions, iter_records, tag_index  # noqa: F401 (tag_index: the tag API)
+from lmtune.data.tags import TagError, repair_iob2, to_iob2
 from lmtune.errors import LmtuneError
-from lmtune.evaluate import spans
 
-DOCSTART = "-DOCSTART-"
 IGNORE = -100  # the loss ignores this position (special tokens, and continuation sub-words by default)
 # a word of a span-annotated text: a run of word characters, or one other non-space character
 WORD = re.compile(r"\w+|[^\w\s]")
+SPACE = re.compile(r"\s")
+# a word of running text given to a trained tagger, cut near CoNLL's tokenisation: abbreviations (U.S.),
+# words joined by hyphens or dots (1996-08-22, 3.5), a possessive 's, any other non-space character
+RUNNING_WORD = re.compile(r"(?:[A-Za-z]\.){2,}|\w+(?:[-.]\w+)*|['’]s\b|[^\w\s]")
+
+
+def words_of(text: str) -> list[tuple[int, int]]:
+    """The [start, end) offsets of the words of running text (RUNNING_WORD), what `predict` tags."""
+    return [match.span() for match in RUNNING_WORD.finditer(text)]
 
 
 @dataclass
@@ -40,92 +45,48 @@ class Sentence:
     text: str | None = None  # the annotated text, for span input
 
 
-def tag_index(columns: list[str] | None, tag_column: int | str) -> int:
-    """The tag column's index: an int as given (negative counts from the end), a name looked up in
-    `columns` (the names of a file's columns, which CoNLL files do not carry)."""
-    if isinstance(tag_column, int):
-        return tag_column
-    if not columns or tag_column not in columns:
-        named = f"columns {columns}" if columns else "no data.columns"
-        raise LmtuneError(
-            f"data.tag_column = {tag_column!r}: not among {named}; name it there or give an index"
-        )
-    return columns.index(tag_column)
-
-
-def iob2(tags: list[str], scheme: str) -> tuple[list[str], int]:
-    """(the tags in IOB2, how many stray I- tags were repaired); a tag outside the scheme raises Bad."""
-    try:
-        converted = spans.to_iob2(tags, scheme)
-        return spans.repair_iob2(converted)
-    except LmtuneError as exc:
-        raise Bad(str(exc)) from None
-
-
 def read_conll(
-    path: Path, tag: int = -1, scheme: str = "IOB2", *, strict: bool = True
+    path: Path,
+    tag: int | str = -1,
+    scheme: str = "IOB2",
+    *,
+    columns: list[str] | None = None,
+    strict: bool = True,
 ) -> Iterator[Sentence | Bad]:
-    """The sentences of a CoNLL-style file in order; with `strict` False, a bad sentence is yielded as the
-    Bad that describes it (its message starts with file:line) and reading goes on."""
-    width = None
-    tokens: list[str] = []
-    tags: list[str] = []
-    start = 0
-    problem: str | None = None
-
-    def finish() -> Sentence | Bad:
-        if problem:
-            return Bad(problem)
+    """The sentences of a CoNLL-style file in order, read as the pipeline reads them; with `strict`
+    False, a bad sentence is yielded as the Bad that describes it (its message starts with file:line)
+    and reading goes on."""
+    options = ReadOptions(conll=True, tag_column=tag, columns=columns)
+    for record, where, problem in iter_records(Path(path), options):
         try:
-            fixed, repaired = iob2(tags, scheme)
+            if problem is not None:
+                raise Bad(problem, where)
+            item: Sentence | Bad = from_tokens(record, where, scheme)
         except Bad as exc:
-            token = str(exc).split(":", 1)  # "token i: why" from the tag checks
-            index = int(token[0].split()[1]) if token[0].startswith("token ") else 0
-            return Bad(f"{path}:{start + index}: {token[-1].strip()}")
-        return Sentence(list(tokens), fixed, f"{path}:{start}", repaired)
-
-    with open(path, encoding="utf-8-sig") as handle:
-        for number, line in enumerate(handle, 1):
-            parts = line.split()
-            if parts and parts[0] == DOCSTART:
-                continue
-            if not parts:
-                if tokens:
-                    yield _checked(finish(), strict)
-                tokens, tags, problem = [], [], None
-                continue
-            width = width or len(parts)
-            if not tokens:
-                start = number
-            if len(parts) != width and problem is None:
-                problem = (
-                    f"{path}:{number}: {len(parts)} columns, the file's lines have {width} (token ... tag)"
-                )
-            elif problem is None:
-                try:
-                    tags.append(parts[tag])
-                except IndexError:
-                    problem = f"{path}:{number}: no column {tag} in {len(parts)} columns"
-            tokens.append(parts[0])
-    if tokens:
-        yield _checked(finish(), strict)
-
-
-def _checked(item: Sentence | Bad, strict: bool) -> Sentence | Bad:
-    if strict and isinstance(item, Bad):
-        raise LmtuneError(str(item))
-    return item
+            item = Bad(f"{exc.where or where}: {exc}")
+            if strict:
+                raise LmtuneError(str(item)) from None
+        yield item
 
 
 def from_tokens(record: dict, where: str, scheme: str = "IOB2") -> Sentence:
-    """A record of `tokens` + `tags` (lists of one length, strings)."""
+    """A record of `tokens` + `tags` (lists of one length, strings; a token holds no whitespace). A
+    record from a CoNLL file carries its first `line`, so a bad tag is placed at its own line."""
     tokens, tags = record.get("tokens"), record.get("tags")
     for name, value in (("tokens", tokens), ("tags", tags)):
         if not isinstance(value, list) or not value or not all(isinstance(v, str) and v for v in value):
             raise Bad(f"field '{name}' must be a non-empty list of strings")
     if len(tokens) != len(tags):
         raise Bad(f"{len(tokens)} tokens but {len(tags)} tags")
-    fixed, repaired = iob2(tags, scheme)
+    spaced = next((i for i, token in enumerate(tokens) if SPACE.search(token)), None)
+    if spaced is not None:
+        raise Bad(f"token {spaced} ({tokens[spaced]!r}) holds whitespace; split it into tokens")
+    try:
+        fixed, repaired = repair_iob2(to_iob2(tags, scheme))
+    except TagError as exc:
+        if isinstance(record.get("line"), int):
+            raise Bad(exc.reason, f"{where.rsplit(':', 1)[0]}:{record['line'] + exc.index}") from None
+        raise Bad(f"token {exc.index} ({tokens[exc.index]!r}): {exc.reason}") from None
     return Sentence(list(tokens), fixed, where, repaired)
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import html
 from pathlib import Path
 
+from lmtune.data.tags import entities
 from lmtune.evaluate.diagnose import check
 from lmtune.evaluate.metrics import HEADLINE, higher_is_better
 from lmtune.page import png, subplots, table, write_page
@@ -191,6 +192,69 @@ def multilabel_sections(results: dict[str, dict], names: list[str] | None = None
                 f"<th>threshold</th></tr>{rows}</table>",
             )
         )
+    return sections
+
+
+# token-classification scores the report's table shows
+TOKENS = ["entity_f1", "entity_precision", "entity_recall", "entity_macro_f1", "token_accuracy"]
+# entity highlight colours, by position of the type in the sorted list (wraps round)
+_ENTITY_COLOURS = ["#fde68a", "#bfdbfe", "#bbf7d0", "#fbcfe8", "#ddd6fe", "#fed7aa", "#a5f3fc", "#e5e7eb"]
+
+
+def highlighted(words: list[str], tags: list[str], colours: dict[str, str]) -> str:
+    """The words with each entity marked in its type's colour and labelled with the type."""
+    marks = {first: (kind, end) for kind, first, end in entities(tags)}
+    out, i = [], 0
+    while i < len(words):
+        if i in marks:
+            kind, end = marks[i]
+            inner = html.escape(" ".join(words[i:end]))
+            colour = colours.get(kind, "#e5e7eb")
+            out.append(f"<mark style='background:{colour}'>{inner} <sub>{html.escape(kind)}</sub></mark>")
+            i = end
+        else:
+            out.append(html.escape(words[i]))
+            i += 1
+    return " ".join(out)
+
+
+def token_sections(
+    results: dict[str, dict], block: dict, names: list[str] | None = None, examples: int = 12
+) -> list[tuple[str, str]]:
+    """Before/after table and bars, each model's per-type scores, then test sentences with the gold
+    entities above the tuned model's (sentences it got wrong first)."""
+    sections = [
+        (
+            "Test metrics: before and after",
+            metrics_table(results, names or TOKENS)
+            + comparison_bars(results, ["entity_f1", "entity_precision", "entity_recall", "token_accuracy"]),
+        )
+    ]
+    for name, result in results.items():
+        rows = [
+            [kind, m["precision"], m["recall"], m["f1"], m["support"]]
+            for kind, m in result["per_type"].items()
+        ]
+        sections.append(
+            (f"Per-type scores ({name})", table(["type", "precision", "recall", "F1", "support"], rows))
+        )
+    if "tuned" in block["models"]:
+        gold, pred = block["truth"]["gold"], block["models"]["tuned"]["pred"]
+        types = sorted({kind for tags in gold for kind, _, _ in entities(tags.split())})
+        colours = {kind: _ENTITY_COLOURS[i % len(_ENTITY_COLOURS)] for i, kind in enumerate(types)}
+        wrong = [i for i, (g, p) in enumerate(zip(gold, pred, strict=True)) if g != p]
+        right = [i for i in range(len(gold)) if gold[i] == pred[i] and gold[i].strip("O ")]
+        shown = (wrong[: examples * 2 // 3] + right)[:examples]
+        rows = []
+        for i in shown:
+            words = block["truth"]["text"][i].split(" ")
+            mark = "✗" if i in wrong else "✓"
+            rows.append(
+                f"<tr><td>{mark} {html.escape(block['where'][i])}</td><td>gold: {highlighted(words, gold[i].split(), colours)}"
+                f"<br>tuned: {highlighted(words, pred[i].split(), colours)}</td></tr>"
+            )
+        note = f"<p>{len(wrong)} of {len(gold)} test sentences have at least one word tagged differently from gold.</p>"
+        sections.append(("Example sentences (test): gold vs tuned", note + f"<table>{''.join(rows)}</table>"))
     return sections
 
 

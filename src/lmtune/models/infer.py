@@ -12,13 +12,17 @@ from lmtune.models.load import device, inference_attention, set_attention
 from lmtune.models.precision import bf16_autocast, inference_precision
 from lmtune.progress import progress
 
-Inputs = list[str] | list[tuple[str, str]]
+# texts, (first, second) sentence pairs, or sentences already split into words (token classification)
+Inputs = list[str] | list[tuple[str, str]] | list[list[str]]
 
 
 def encode(tokenizer, texts: Inputs, **options):
-    """The tokenizer's encoding of texts or of (first, second) sentence pairs."""
+    """The tokenizer's encoding of texts, of (first, second) sentence pairs, or of word lists (with the
+    word id of each sub-word: BatchEncoding.word_ids)."""
     if texts and isinstance(texts[0], tuple):
         return tokenizer([a for a, _ in texts], [b for _, b in texts], **options)
+    if texts and isinstance(texts[0], list):
+        return tokenizer(list(texts), is_split_into_words=True, **options)
     return tokenizer(list(texts), **options)
 
 
@@ -49,11 +53,12 @@ def forward_batches(
     step,
     desc: str,
 ):
-    """Run `step(model, batch)` over texts in length-sorted batches; outputs come back in input order."""
+    """Run `step(model, batch)` over texts in length-sorted batches; outputs come back in input order, as
+    one array, or as a list of arrays when the step gives one of its own length per row (a list)."""
     model.eval()
     model.to(device())  # outside inference mode: weights moved inside it could never train again
     order = np.argsort(
-        [len(t) if isinstance(t, str) else len(t[0]) + len(t[1]) for t in texts], kind="stable"
+        [len(t[0]) + len(t[1]) if isinstance(t, tuple) else len(t) for t in texts], kind="stable"
     )
     outputs: list[np.ndarray] = [None] * len(texts)  # type: ignore[list-item]
     autocast = bf16_autocast(precision)
@@ -70,12 +75,14 @@ def forward_batches(
                 return_tensors="pt",
             ).to(device())
             set_attention(model, inference_attention(attention, batch["input_ids"].shape[1]) or trained_with)
-            result = step(model, batch).float().cpu().numpy()
+            result = step(model, batch)
+            ragged = isinstance(result, list)
+            result = [r.float().cpu().numpy() for r in result] if ragged else result.float().cpu().numpy()
             for i, row in zip(index, result, strict=True):
                 outputs[i] = row
             bar.update(len(index))
     set_attention(model, trained_with)
-    return np.stack(outputs)
+    return outputs if texts and ragged else np.stack(outputs)
 
 
 def logits_step(model, batch):
@@ -87,3 +94,21 @@ def mean_pooled_step(model, batch):
     hidden = getattr(body, body.base_model_prefix)(**batch).last_hidden_state
     mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
     return (hidden * mask).sum(1) / mask.sum(1).clamp(min=1)
+
+
+def first_subwords(word_ids: list[int | None]) -> list[int]:
+    """The position of each word's first sub-word (words cut off by truncation have none)."""
+    return [p for p, w in enumerate(word_ids) if w is not None and (p == 0 or word_ids[p - 1] != w)]
+
+
+def word_logits_step(model, batch):
+    """Each row's logits at its words' first sub-words: (words kept, labels) per row."""
+    logits = model(**batch).logits
+    return [logits[i, first_subwords(batch.word_ids(i))] for i in range(len(logits))]
+
+
+def word_hidden_step(model, batch):
+    """Each row's last hidden state at its words' first sub-words: (words kept, hidden) per row."""
+    body = model.get_base_model() if hasattr(model, "get_base_model") else model
+    hidden = getattr(body, body.base_model_prefix)(**batch).last_hidden_state
+    return [hidden[i, first_subwords(batch.word_ids(i))] for i in range(len(hidden))]

@@ -13,6 +13,7 @@ from transformers import (
     AutoModelForCausalLM,
     AutoModelForSeq2SeqLM,
     AutoModelForSequenceClassification,
+    AutoModelForTokenClassification,
     AutoTokenizer,
     PreTrainedTokenizerBase,
 )
@@ -110,14 +111,28 @@ def check_weights(path: Path | str) -> None:
         )
 
 
-def load_tokenizer(path: Path | str, trust_remote_code: bool = False) -> PreTrainedTokenizerBase:
+def load_tokenizer(
+    path: Path | str, trust_remote_code: bool = False, *, words: bool = False
+) -> PreTrainedTokenizerBase:
+    """The model's tokenizer, with a pad token. `words`: it will read text already split into words
+    (token classification), which needs a fast tokenizer (word ids of its sub-words) and, for byte-level
+    BPE (RoBERTa, GPT-2), a space before each word as in running text."""
     check_code(path, trust_remote_code)
     try:
         tokenizer = AutoTokenizer.from_pretrained(str(path), trust_remote_code=trust_remote_code)
+        if words and getattr(tokenizer, "add_prefix_space", None) is False:
+            tokenizer = AutoTokenizer.from_pretrained(
+                str(path), trust_remote_code=trust_remote_code, add_prefix_space=True
+            )
     except Exception as exc:
         raise LmtuneError(
             f"model.name: cannot load a tokenizer from '{path}' ({type(exc).__name__}: {exc})"
         ) from None
+    if words and not tokenizer.is_fast:
+        raise LmtuneError(
+            f"model.name: '{path}' has no fast tokenizer (tokenizer.json); token classification needs one "
+            "to map sub-words to words"
+        )
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token or tokenizer.unk_token
     return tokenizer
@@ -179,9 +194,11 @@ def load_classifier(
     trust_remote_code: bool = False,
     problem_type: str | None = None,
     new_head: bool = False,
+    per_token: bool = False,
     **options,
 ):
-    """AutoModelForSequenceClassification with the label map in its config; the head is new (seeded).
+    """AutoModelForSequenceClassification (with `per_token`, AutoModelForTokenClassification: a label per
+    sub-word) with the label map in its config; the head is new (seeded).
 
     `problem_type` "regression": one output per label, the model's own loss is MSE. `new_head`: a
     checkpoint's head of another shape (a 2-class classifier fine-tuned into a regressor) is replaced,
@@ -198,11 +215,11 @@ def load_classifier(
     if pad_token_id is not None and getattr(config, "pad_token_id", None) is None:
         config.pad_token_id = pad_token_id
     return _from_pretrained(
-        AutoModelForSequenceClassification,
+        AutoModelForTokenClassification if per_token else AutoModelForSequenceClassification,
         path,
         config,
         attn_implementation,
-        "for classification",
+        "for token classification" if per_token else "for classification",
         trust_remote_code=trust_remote_code,
         **({"ignore_mismatched_sizes": True} if new_head else {}),
         **options,

@@ -19,7 +19,7 @@ from types import ModuleType
 @dataclass(frozen=True)
 class Task:
     module: str  # the recipe
-    rows: str  # the reader of its rows (lmtune.data.rows.READERS): labelled, numeric, generative, preference
+    rows: str  # the reader of its rows (lmtune.data.rows.READERS): labelled, numeric, tokens, generative, …
     metrics: tuple[str, ...]  # evaluation.metric choices (the validation score); the first is the default
     baselines: tuple[str, ...]  # models scored beside the tuned one (evaluation.baselines)
     scores: tuple[str, ...]  # kinds of the metrics registry its evaluation reports (evaluation.metrics)
@@ -70,6 +70,24 @@ TASKS: dict[str, Task] = {
         forgetting=("probe",),
         measures=("lmtune.tasks.regress_measures",),
         config="lmtune.tasks.regress_config:RegressConfig",
+    ),
+    "token_classify": Task(
+        "lmtune.tasks.token_classify",
+        rows="tokens",
+        metrics=(
+            "entity_f1",
+            "entity_macro_f1",
+            "entity_precision",
+            "entity_recall",
+            "token_accuracy",
+            "loss",
+        ),
+        baselines=("base", "probe"),
+        scores=("entities",),
+        columns=("entity_precision", "entity_recall", "entity_f1", "entity_macro_f1", "token_accuracy"),
+        forgetting=("probe",),
+        measures=("lmtune.tasks.token_measures",),
+        config="lmtune.tasks.token_classify_config:TokenClassifyConfig",
     ),
     "sft": Task(
         "lmtune.tasks.sft",

@@ -21,7 +21,7 @@ from lmtune import assets
 from lmtune.config import RunConfig, load_config
 from lmtune.data.pipeline import Input, PreparedData, plan, prepare_data, read_file
 from lmtune.data.report import data_sections
-from lmtune.data.rows import write_jsonl
+from lmtune.data.rows import READERS, write_jsonl
 from lmtune.errors import LmtuneError
 from lmtune.evaluate import checks
 from lmtune.models.infer import Inputs, encode, infer_texts, mean_pooled_step
@@ -46,18 +46,21 @@ class Rows:
     where: list[str]
     weights: list[float] | None = None  # per-row loss weights (data.weight_column × data.augment.balance)
     pairs: list[str] | None = None  # each text's second sentence (data.text_pair)
+    words: bool = False  # each text is a sentence's tokens joined by spaces (token classification)
 
     def __len__(self) -> int:
         return len(self.texts)
 
     @property
     def inputs(self) -> Inputs:
-        """What the model reads: the texts, or (first, second) pairs."""
+        """What the model reads: the texts, (first, second) pairs, or each sentence's words."""
+        if self.words:
+            return [text.split(" ") for text in self.texts]
         return self.texts if self.pairs is None else list(zip(self.texts, self.pairs, strict=True))
 
     @classmethod
-    def of(cls, rows) -> Rows:
-        """From pipeline rows (a Dataset or a list of dicts)."""
+    def of(cls, rows, words: bool = False) -> Rows:
+        """From pipeline rows (a Dataset or a list of dicts); `words`: rows of tokens (reader "tokens")."""
         rows = rows if isinstance(rows, list) else rows.to_list()
         weights = [row.get("weight") for row in rows]
         weights = [1.0 if w is None else w for w in weights] if any(w is not None for w in weights) else None
@@ -69,6 +72,7 @@ class Rows:
             where,
             weights,
             pairs if any(p is not None for p in pairs) else None,
+            words,
         )
 
 
@@ -80,9 +84,10 @@ class Setup:
     model_path: Path | str
     tokenizer: object
     data: PreparedData
+    words: bool = False  # rows of tokens
 
     def splits(self) -> tuple[Rows, Rows, Rows]:
-        return tuple(Rows.of(self.data.splits[name]) for name in SPLITS)  # type: ignore[return-value]
+        return tuple(Rows.of(self.data.splits[name], self.words) for name in SPLITS)  # type: ignore[return-value]
 
 
 @dataclass
@@ -119,13 +124,14 @@ def setup(config: RunConfig, reader: str) -> Setup:
     sources = plan(config)
     model_path = assets.resolve_model(config.model.name)
     trusted = config.model.trust_remote_code
-    tokenizer = load_tokenizer(model_path, trusted)
+    words = READERS[reader].tokens
+    tokenizer = load_tokenizer(model_path, trusted, words=words)
     limit = position_limit(model_path, tokenizer, trusted)
     if limit is not None and config.model.max_length > limit:
         raise LmtuneError(
             f"model.max_length = {config.model.max_length}: the model reads at most {limit} tokens; allowed: 4..{limit}"
         )
-    return Setup(sources, model_path, tokenizer, prepare_data(config, reader, tokenizer, sources))
+    return Setup(sources, model_path, tokenizer, prepare_data(config, reader, tokenizer, sources), words)
 
 
 def with_head(
@@ -155,19 +161,20 @@ def tokenized(
     rows: Rows,
     tokenizer,
     max_length: int,
-    targets: list,
+    targets: list | Callable,
     *,
     by_length: bool = False,
     weights: bool = False,
 ) -> Dataset:
     """Token ids (a pair as the tokenizer's pair encoding, with its segment ids), targets and lengths (and
     with `weights`, the rows' loss weights where they carry any); evaluation sets are sorted by length
-    to cut padding."""
+    to cut padding. `targets` is a list, one per row, or a function of the encoding that gives it (a
+    label per sub-word needs the sub-words' word ids)."""
     encoded = encode(tokenizer, rows.inputs, truncation=True, max_length=max_length)
     data = {
         "input_ids": encoded["input_ids"],
         "attention_mask": encoded["attention_mask"],
-        "labels": targets,
+        "labels": targets(encoded) if callable(targets) else targets,
         "length": [len(ids) for ids in encoded["input_ids"]],
     }
     if "token_type_ids" in encoded:
@@ -193,22 +200,25 @@ def trainer(
     run_dir: Path,
     prepared: Prepared,
     model,
-    targets: Callable[[Rows], list],
+    targets: Callable[[Rows], list | Callable],
     *,
     summary: str,
     compute_metrics,
     loss,
     callbacks: tuple = (),
     per_row: bool = False,
+    eval_targets: Callable[[Rows], list | Callable] | None = None,
+    collator=None,
 ):
     """(the Trainer, training rows truncated) for an encoder recipe: its rows tokenized with their
-    `targets` (validation sorted by length), the padding collator, the recipe's metrics and loss; the
-    split sizes and truncation said in one line, `summary` after the sizes."""
+    `targets` (validation sorted by length, with `eval_targets` when they differ), the padding collator
+    (or the recipe's), the recipe's metrics and loss; the split sizes and truncation said in one line,
+    `summary` after the sizes."""
     max_length, tokenizer = config.model.max_length, prepared.tokenizer
     train, validation = prepared.train, prepared.validation
     dataset = tokenized(train, tokenizer, max_length, targets(train), weights=per_row)
     truncated = count_truncated(train, dataset["length"], tokenizer, max_length)
-    what = "sentence pairs" if train.pairs is not None else "texts"
+    what = "sentence pairs" if train.pairs is not None else "sentences" if train.words else "texts"
     sizes = f"{len(train)} train / {len(validation)} validation / {len(prepared.test)} test rows"
     print(f"data: {sizes}{summary}; {truncated} training {what} cut to model.max_length={max_length}")
     built = build_trainer(
@@ -217,10 +227,12 @@ def trainer(
         model=model,
         tokenizer=tokenizer,
         train_dataset=dataset,
-        eval_dataset=tokenized(validation, tokenizer, max_length, targets(validation), by_length=True)
+        eval_dataset=tokenized(
+            validation, tokenizer, max_length, (eval_targets or targets)(validation), by_length=True
+        )
         if len(validation)
         else None,
-        collator=DataCollatorWithPadding(tokenizer),
+        collator=collator or DataCollatorWithPadding(tokenizer),
         compute_metrics=compute_metrics,
         loss=loss,
         callbacks=callbacks,
@@ -312,7 +324,7 @@ def open_run(run_dir: Path, labels: list[str], **head) -> tuple[RunConfig, objec
     folder = run_dir / "model"
     info = model_info(run_dir)
     trusted = config.model.trust_remote_code
-    tokenizer = load_tokenizer(folder, trusted)
+    tokenizer = load_tokenizer(folder, trusted, words=bool(head.get("per_token")))
     if info["adapter"]:
         model = load_weights(base_model(info, config, labels, tokenizer, **head), folder)
     else:
@@ -332,9 +344,10 @@ def rows_to_score(
     run_dir: Path, config: RunConfig, tokenizer, data: str | None, reader_kind: str, reader
 ) -> Rows:
     """The run's own test split as it saved it, or a file read like the run's user files."""
+    words = READERS[reader_kind].tokens
     if data is None:
-        return Rows.of(_saved_test_rows(run_dir))
-    return Rows.of(read_file(config, data, reader_kind, tokenizer, reader))
+        return Rows.of(_saved_test_rows(run_dir), words)
+    return Rows.of(read_file(config, data, reader_kind, tokenizer, reader), words)
 
 
 def _saved_test_rows(run_dir: Path) -> list[dict]:
