@@ -195,6 +195,11 @@ def cmd_predict(args) -> int:
     for result in Predictor.open(run_dir).predict(texts):
         if args.json:
             print(json.dumps(result, ensure_ascii=False))
+        elif "entities" in result:  # token classification: the text, then each entity on its own line
+            print(result["text"])
+            for entity in result["entities"]:
+                span = f"{entity['start']}:{entity['end']}"
+                print(f"  {entity['label']}\t{entity['score']:.3f}\t{span}\t{entity['text']}")
         elif "answer" in result:  # generative runs
             print(
                 result["answer"] + ("" if result["stopped"] else "  [no end-of-turn: max_new_tokens reached]")
@@ -342,8 +347,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     predict = verbs.add_parser(
         "predict",
-        help="label texts (classify), score them (regress) or answer prompts (sft, seq2seq); a sentence-pair "
-        "run takes each text as 'first<TAB>second'",
+        help="label texts (classify), score them (regress), find their entities with character offsets "
+        "(token_classify) or answer prompts (sft, seq2seq); a sentence-pair run takes each text as "
+        "'first<TAB>second'",
     )
     predict.add_argument("run_dir")
     predict.add_argument("texts", nargs="*", metavar="TEXT")

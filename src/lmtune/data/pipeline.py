@@ -33,6 +33,7 @@ from lmtune.data.clean import make_cleaner, per_token
 from lmtune.data.formats import ROW_FIELDS
 from lmtune.data.load import ReadOptions, expand
 from lmtune.data.report import DataReport, split_stats
+from lmtune.data.tags import entities
 from lmtune.data.rows import (
     READERS,
     Scratch,
@@ -328,11 +329,12 @@ def _split(
                 + "; use more rows or another fraction"
             )
     if cut and len(train):  # no rows at all: nothing to cut, and prepare_data says why
-        # a sentence's tags are no class to stratify by
-        labels = values(train, "label") if s.method == "stratified" and kind != "tokens" else None
+        labels = values(train, "label") if s.method == "stratified" else None
         if labels is not None and kind == "numeric":
             target = np.asarray(labels, dtype=np.float64)
             labels = np.searchsorted(np.quantile(target, [0.2, 0.4, 0.6, 0.8]), target).tolist()
+        elif labels is not None and kind == "tokens":  # a sentence's class: the entity types it holds
+            labels = [",".join(sorted({t for t, _, _ in entities(json.loads(tags))})) for tags in labels]
         groups = values(train, "group")  # data.group_column, or a preference row's prompt
         groups = groups if any(g is not None for g in groups) else None
         assignment = split.assign(hashes(train), groups, labels, cut, s.seed, s.method)
