@@ -27,25 +27,23 @@ PLACES = ["london", "paris", "new york", "berlin", "tokyo", "san jose"]
 FILLER = ["the", "visited", "met", "in", "today", "and", "said", "that", "was", "there", "later"]
 
 
+def _chunk(words: list[str], kind: str | None) -> tuple[list[str], list[str]]:
+    return words, ["O"] * len(words) if kind is None else [f"B-{kind}"] + [f"I-{kind}"] * (len(words) - 1)
+
+
 def sentences(n: int, seed: int = 0) -> list[tuple[list[str], list[str]]]:
     """Sentences with one person and one place (multi-word names among them), the rest filler."""
     rng = random.Random(seed)
     out = []
     for _ in range(n):
-        tokens, tags = [], []
-
-        def add(words: list[str], kind: str | None) -> None:
-            tokens.extend(words)
-            tags.extend(
-                ["O"] * len(words) if kind is None else [f"B-{kind}"] + [f"I-{kind}"] * (len(words) - 1)
-            )
-
-        add(rng.sample(FILLER, rng.randint(1, 3)), None)
-        add(rng.choice(PEOPLE).split(), "PER")
-        add([rng.choice(["visited", "met", "in"])], None)
-        add(rng.choice(PLACES).split(), "LOC")
-        add(rng.sample(FILLER, rng.randint(0, 2)), None)
-        out.append((tokens, tags))
+        chunks = [
+            _chunk(rng.sample(FILLER, rng.randint(1, 3)), None),
+            _chunk(rng.choice(PEOPLE).split(), "PER"),
+            _chunk([rng.choice(["visited", "met", "in"])], None),
+            _chunk(rng.choice(PLACES).split(), "LOC"),
+            _chunk(rng.sample(FILLER, rng.randint(0, 2)), None),
+        ]
+        out.append(([w for words, _ in chunks for w in words], [t for _, tags in chunks for t in tags]))
     return out
 
 
@@ -356,7 +354,7 @@ def test_merged_export_tags_the_same_in_plain_transformers(ner_runs, tmp_path):
     assert main(["export", str(run_dir), "--merge", str(out)]) == 0
     model = AutoModelForTokenClassification.from_pretrained(out).eval()
     tokenizer = AutoTokenizer.from_pretrained(out)
-    words = "later mary jones met in san jose".split()
+    words = ["later", "mary", "jones", "met", "in", "san", "jose"]
     with torch.inference_mode():
         encoded = tokenizer(words, is_split_into_words=True, return_tensors="pt")
         ids = model(**encoded).logits[0].argmax(-1).tolist()

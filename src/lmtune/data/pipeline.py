@@ -33,7 +33,6 @@ from lmtune.data.clean import make_cleaner, per_token
 from lmtune.data.formats import ROW_FIELDS
 from lmtune.data.load import ReadOptions, expand
 from lmtune.data.report import DataReport, split_stats
-from lmtune.data.tags import entities
 from lmtune.data.rows import (
     READERS,
     Scratch,
@@ -46,6 +45,7 @@ from lmtune.data.rows import (
     to_dataset,
     values,
 )
+from lmtune.data.tags import entities
 from lmtune.errors import LmtuneError, listing, shorten
 from lmtune.runs import alive
 
