@@ -60,3 +60,22 @@ def test_trl_keeps_the_series_it_logs_where_the_shim_reads_them():
         _metrics = {"train": {"rewards/margins": [0.5]}}
 
     assert shims.trl_metrics(Fake())["train"]["rewards/margins"] == [0.5]
+
+
+def test_transformers_evaluation_shuffles_with_group_by_length_and_the_shim_keeps_order(tmp_path):
+    """The tripwire of shims.in_order_eval_sampler: with train_sampling_strategy group_by_length,
+    Trainer._get_eval_sampler hands evaluation a length-grouped shuffle; the shim's subclass reads in order."""
+    import torch
+    from datasets import Dataset
+    from torch.utils.data import SequentialSampler
+    from transformers import Trainer, TrainingArguments
+    from transformers.trainer_pt_utils import LengthGroupedSampler
+
+    data = Dataset.from_dict({"input_ids": [[1] * (i % 7 + 1) for i in range(40)]})
+    args = TrainingArguments(
+        str(tmp_path), train_sampling_strategy="group_by_length", report_to=[], use_cpu=True
+    )
+    model = torch.nn.Linear(1, 1)
+    assert isinstance(Trainer(model=model, args=args)._get_eval_sampler(data), LengthGroupedSampler)
+    in_order = shims.in_order_eval_sampler(Trainer)(model=model, args=args)._get_eval_sampler(data)
+    assert isinstance(in_order, SequentialSampler) and list(in_order) == list(range(40))

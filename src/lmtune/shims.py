@@ -62,3 +62,19 @@ def sacrebleu_sentence_statistics(scorer, predictions: Sequence[str], references
 def sacrebleu_score_from_statistics(scorer, statistics: list[int]) -> float:
     """The scorer's corpus score (0..100) from summed sentence statistics."""
     return scorer._compute_score_from_stats(statistics).score
+
+
+def in_order_eval_sampler(trainer_class: type) -> type:
+    """A subclass of `trainer_class` whose evaluation reads its dataset in order. transformers 5 gives
+    evaluation the training's length-grouped sampler (`Trainer._get_eval_sampler`, a shuffle of
+    megabatches) when train_sampling_strategy is group_by_length: predictions come back permuted, which
+    scores that only need each prediction beside its own labels never notice — but extractive QA's
+    windows are put back together by position, so its evaluation must keep the dataset's order."""
+    from torch.utils.data import SequentialSampler
+
+    class InOrder(trainer_class):
+        def _get_eval_sampler(self, eval_dataset):
+            return None if eval_dataset is None else SequentialSampler(eval_dataset)
+
+    InOrder.__name__ = f"InOrder{trainer_class.__name__}"
+    return InOrder

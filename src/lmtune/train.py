@@ -26,7 +26,7 @@ from transformers import (
 )
 from transformers.integrations import TensorBoardCallback
 
-from lmtune import faults
+from lmtune import faults, shims
 from lmtune.config import RunConfig
 from lmtune.errors import LmtuneError
 from lmtune.evaluate.metrics import higher_is_better
@@ -193,6 +193,7 @@ def build_trainer(
     loss: Loss | None = None,
     penalties: Sequence[Penalty] = (),
     callbacks: tuple = (),
+    eval_in_order: bool = False,
 ) -> Trainer:
     """The Trainer for a recipe's model, data and loss (models/loss.py: language_model_loss,
     classification_loss; None = the model's own). A `weight` column in the training rows reaches the
@@ -203,7 +204,9 @@ def build_trainer(
     if "weight" in (getattr(train_dataset, "column_names", None) or []):
         args.remove_unused_columns = False
         collator = _without(collator, "length")
-    trainer = LmtuneTrainer(
+    # eval_in_order: the evaluation's predictions in the dataset's order (QA puts windows back by position)
+    trainer_class = shims.in_order_eval_sampler(LmtuneTrainer) if eval_in_order else LmtuneTrainer
+    trainer = trainer_class(
         model=model,
         args=args,
         train_dataset=train_dataset,

@@ -254,8 +254,33 @@ def _json_array(handle, path: Path) -> Iterator[Record]:
         if len(lists) > 1:
             raise LmtuneError(f"{path}: the object holds several lists of records ({', '.join(lists)})")
         data = data[lists[0]] if lists else data
+    if _is_squad(data):
+        yield from _squad_questions(data, path)
+        return
     for number, item in enumerate(data if isinstance(data, list) else [data], 1):
         yield _object(item, f"{path}: record {number}")
+
+
+def _is_squad(data: Any) -> bool:
+    """SQuAD's layout: articles, each with paragraphs of a context and its questions (qas)."""
+    return _is_record_list(data) and all(isinstance(a.get("paragraphs"), list) for a in data)
+
+
+def _squad_questions(articles: list[dict], path: Path) -> Iterator[Record]:
+    """One record per question of a SQuAD file: question, context, answers (and id, is_impossible,
+    title), placed by its JSON path (SQuAD files are one line: a line number would say nothing)."""
+    for a, article in enumerate(articles):
+        for p, paragraph in enumerate(article["paragraphs"]):
+            place = f"{path}: data[{a}].paragraphs[{p}]"
+            if not isinstance(paragraph, dict) or not isinstance(paragraph.get("qas"), list):
+                yield None, place, "a SQuAD paragraph needs 'context' and a list 'qas'"
+                continue
+            for q, question in enumerate(paragraph["qas"]):
+                if not isinstance(question, dict):
+                    yield None, f"{place}.qas[{q}]", f"expected a JSON object, got {kind_of(question)}"
+                    continue
+                record = {**question, "context": paragraph.get("context"), "title": article.get("title")}
+                yield record, f"{place}.qas[{q}]", None
 
 
 def _looks_like_jsonl(path: Path, codec: str) -> bool:

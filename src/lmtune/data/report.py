@@ -280,6 +280,12 @@ def split_stats(rows, kind: str) -> dict:
             found.update({t: n * count for t, n in types.items()} or {NO_LABEL: count})
         stats["labels"] = dict(sorted(found.items()))
         stats["tagged_tokens"] = n_tokens
+    elif kind == "qa":  # questions with an answer in their context, and unanswerable ones
+        answered = Counter()
+        for text, count in _counts(arrow["label"]).items():
+            answered["answerable" if json.loads(text) else "unanswerable"] += count
+        stats["labels"] = dict(sorted(answered.items()))
+        stats["contexts"] = len(pc.unique(arrow["leak"]))
     elif kind == "numeric":  # a regression target, stored as its decimal text
         target = np.asarray(arrow["label"].to_pylist(), dtype=np.float64)
         counts, edges = np.histogram(target, bins=20)

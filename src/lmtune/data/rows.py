@@ -32,7 +32,7 @@ import pyarrow as pa
 from datasets import Dataset
 
 from lmtune import faults
-from lmtune.data import formats, preference, tokens
+from lmtune.data import answers, formats, preference, tokens
 from lmtune.data.clean import normalise_label
 from lmtune.data.dedup import dedup_key, exact_hashes
 from lmtune.data.load import ReadOptions, Record, iter_records, source
@@ -206,6 +206,16 @@ def _tokens(record: dict, where: str, spec: Spec, fmt: str) -> tuple:
     return " ".join(sentence.tokens), None, json.dumps(sentence.tags), group, None
 
 
+def _qa(record: dict, where: str, spec: Spec, fmt: str) -> tuple:
+    """A question about a context (answers.from_record): the context as the text (its answers' ends
+    marked until answers.settle), the question as the pair's second text."""
+    record = formats.rename(record, spec.fields)
+    context, question, label = answers.from_record(record)
+    group = formats.group_of(record, spec.group_column)
+    formats.text_only(context, question, label, group)
+    return context, None, label, group, {"text_pair": question}
+
+
 def _detect_tokens(records: list[dict], path: Path) -> str:
     """spans when the records carry entity spans over a text, else tokens (a CoNLL file's too)."""
     return "spans" if all("entities" in r and "text" in r for r in records) else "tokens"
@@ -238,6 +248,9 @@ class Reader:
     shared: bool = False
     # the text is tokens joined by spaces, each with its tag: text steps keep the token count
     tokens: bool = False
+    # (text, label) → (text, label) or None after the text steps: what a row's label points into its text
+    # becomes right again (a QA answer's offsets), or the row is dropped
+    settle: Callable[[str, str], tuple[str, str] | None] | None = None
 
 
 _PAIR = ("text_pair",)  # a sentence pair's second text (data.text_pair)
@@ -261,6 +274,8 @@ READERS: dict[str, Reader] = {
         fallback="tokens",
         tokens=True,
     ),
+    # a question about a context (extractive QA); the context is the text its questions share
+    "qa": Reader({"qa": ("text", *_PAIR)}, (), None, _qa, _PAIR, shared=True, settle=answers.settle),
     # a plain-text document (continued pre-training) or a conversation
     "generative": Reader(
         {"text": ("text",), "messages": ("messages",)},
@@ -331,9 +346,23 @@ def _each(rows: list[tuple], fn, step: str, reason: str, tally: Tally) -> list[t
     return kept
 
 
-def _process(batch: list[tuple], steps: Steps, tally: Tally, shared: bool = False) -> dict[str, list]:
-    """Clean, scrub and length-check converted rows; returns the surviving rows as columns. `shared`:
-    rows may share their first text (Reader.shared)."""
+def _settled(rows: list[tuple], settle, tally: Tally) -> list[tuple]:
+    """Each row's text and label settled after the text steps (Reader.settle); a row it refuses is
+    dropped and counted."""
+    kept = []
+    for where, text, messages, label, group, extra, fields in rows:
+        settled = settle(text, label)
+        if settled is None:
+            tally.dropped["clean"] += 1
+            tally.reasons["every answer removed by cleaning or private-data scrubbing"] += 1
+            continue
+        kept.append((where, settled[0], messages, settled[1], group, extra, fields))
+    return kept
+
+
+def _process(batch: list[tuple], steps: Steps, tally: Tally, reader: Reader) -> dict[str, list]:
+    """Clean, scrub, settle and length-check converted rows; returns the surviving rows as columns."""
+    shared = reader.shared  # rows may share their first text
     rows = batch
     if steps.clean is not None:
         rows = _each(rows, steps.clean, "clean", "empty after cleaning", tally)
@@ -349,6 +378,8 @@ def _process(batch: list[tuple], steps: Steps, tally: Tally, shared: bool = Fals
         found: list[bool] = []
         rows = _each(rows, scrub, "pii", "private data (data.pii.action = drop)", tally)
         tally.pii_texts += len(found)
+    if reader.settle is not None:
+        rows = _settled(rows, reader.settle, tally)
     start = time.perf_counter()
     keys = [key_text(text, messages, extra) for _, text, messages, _, _, extra, _ in rows]
     chars = [len(k) for k in keys]
@@ -431,7 +462,7 @@ def read_split(
                         problem, where = str(exc), exc.where or where
                 bad(where, problem)
             tally.seconds["read"] += time.perf_counter() - start
-            columns = _process(converted, steps, tally, READERS[spec.kind].shared)
+            columns = _process(converted, steps, tally, READERS[spec.kind])
             writer.write_batch(pa.RecordBatch.from_pydict(columns, schema=SCHEMA))
             bar.update(len(chunk))
             faults.point("data.batch")

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import html
+import json
 from pathlib import Path
 
 from lmtune.data.tags import entities
 from lmtune.evaluate.diagnose import check
 from lmtune.evaluate.metrics import HEADLINE, higher_is_better
+from lmtune.evaluate.spans import exact_match, f1
 from lmtune.page import png, subplots, table, write_page
 
 # classification scores the report's table shows (HEADLINE first)
@@ -255,6 +257,41 @@ def token_sections(
             )
         note = f"<p>{len(wrong)} of {len(gold)} test sentences have at least one word tagged differently from gold.</p>"
         sections.append(("Example sentences (test): gold vs tuned", note + f"<table>{''.join(rows)}</table>"))
+    return sections
+
+
+def qa_sections(
+    results: dict[str, dict], block: dict, names: list[str] | None = None, shown: int = 25
+) -> list[tuple[str, str]]:
+    """Before/after table and bars, then test questions the tuned model answered wrong, beside their
+    gold answers."""
+    sections = [
+        (
+            "Test metrics: before and after",
+            metrics_table(results, names or ["em", "f1"]) + comparison_bars(results, ["em", "f1"]),
+        )
+    ]
+    if "tuned" in block["models"]:
+        golds = [json.loads(g) for g in block["truth"]["answers"]]
+        answers = block["models"]["tuned"]["answer"]
+        wrong = [i for i, (a, g) in enumerate(zip(answers, golds, strict=True)) if not exact_match(a, g)]
+        rows = [
+            [
+                block["where"][i],
+                block["truth"]["question"][i],
+                " | ".join(golds[i]) or "(no answer)",
+                answers[i] or "(no answer)",
+                f1(answers[i], golds[i]),
+            ]
+            for i in wrong[:shown]
+        ]
+        note = f"<p>{len(wrong)} of {len(answers)} test questions not answered exactly (the first {len(rows)} shown).</p>"
+        sections.append(
+            (
+                "Wrong answers (test, tuned)",
+                note + table(["where", "question", "gold answers", "answer", "F1"], rows),
+            )
+        )
     return sections
 
 

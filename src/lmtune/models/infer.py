@@ -112,3 +112,36 @@ def word_hidden_step(model, batch):
     body = model.get_base_model() if hasattr(model, "get_base_model") else model
     hidden = getattr(body, body.base_model_prefix)(**batch).last_hidden_state
     return [hidden[i, first_subwords(batch.word_ids(i))] for i in range(len(hidden))]
+
+
+def forward_encoded(config, model, tokenizer, features: list[dict], step, desc: str) -> list[np.ndarray]:
+    """Run `step(model, batch)` over rows already tokenized (each a dict of input_ids, attention_mask,
+    token_type_ids: a QA window), padded per batch of the run's evaluation size; one array per row."""
+    model.eval()
+    model.to(device())
+    batch_size = config.training.eval_batch_size
+    autocast = bf16_autocast(inference_precision(config, model))
+    outputs: list[np.ndarray] = []
+    with progress(len(features), desc=desc, unit="ex") as bar, autocast, torch.inference_mode():
+        for start in range(0, len(features), batch_size):
+            chunk = features[start : start + batch_size]
+            batch = tokenizer.pad(chunk, return_tensors="pt").to(device())
+            outputs += [row.float().cpu().numpy() for row in step(model, batch)]
+            bar.update(len(chunk))
+    return outputs
+
+
+def span_logits_step(model, batch):
+    """Each row's (tokens, 2) start and end logits over its real tokens (padding dropped, either side)."""
+    out = model(**batch)
+    both = torch.stack([out.start_logits, out.end_logits], -1)
+    mask = batch["attention_mask"].bool()
+    return [both[i][mask[i]] for i in range(len(both))]
+
+
+def hidden_step(model, batch):
+    """Each row's last hidden state over its real tokens."""
+    body = model.get_base_model() if hasattr(model, "get_base_model") else model
+    hidden = getattr(body, body.base_model_prefix)(**batch).last_hidden_state
+    mask = batch["attention_mask"].bool()
+    return [hidden[i][mask[i]] for i in range(len(hidden))]

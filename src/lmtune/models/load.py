@@ -11,6 +11,7 @@ from safetensors import SafetensorError
 from transformers import (
     AutoConfig,
     AutoModelForCausalLM,
+    AutoModelForQuestionAnswering,
     AutoModelForSeq2SeqLM,
     AutoModelForSequenceClassification,
     AutoModelForTokenClassification,
@@ -184,6 +185,14 @@ def _load_model(auto_class, path: Path | str, config, attn_implementation: str, 
         raise LmtuneError(f"model.name: cannot load '{path}' {what} ({message[:300]})") from None
 
 
+# head kind → (the transformers auto class, what a load error says it was loading for)
+HEADS = {
+    "sequence": (AutoModelForSequenceClassification, "for classification"),
+    "token": (AutoModelForTokenClassification, "for token classification"),
+    "qa": (AutoModelForQuestionAnswering, "for question answering"),
+}
+
+
 def load_classifier(
     path: Path | str,
     labels: list[str],
@@ -194,11 +203,12 @@ def load_classifier(
     trust_remote_code: bool = False,
     problem_type: str | None = None,
     new_head: bool = False,
-    per_token: bool = False,
+    kind: str = "sequence",
     **options,
 ):
-    """AutoModelForSequenceClassification (with `per_token`, AutoModelForTokenClassification: a label per
-    sub-word) with the label map in its config; the head is new (seeded).
+    """The `kind` of head (HEADS: sequence — AutoModelForSequenceClassification; token — a label per
+    sub-word; qa — start and end logits per sub-word, `labels` ["start", "end"]) with the label map in
+    its config; the head is new (seeded).
 
     `problem_type` "regression": one output per label, the model's own loss is MSE. `new_head`: a
     checkpoint's head of another shape (a 2-class classifier fine-tuned into a regressor) is replaced,
@@ -215,11 +225,11 @@ def load_classifier(
     if pad_token_id is not None and getattr(config, "pad_token_id", None) is None:
         config.pad_token_id = pad_token_id
     return _from_pretrained(
-        AutoModelForTokenClassification if per_token else AutoModelForSequenceClassification,
+        HEADS[kind][0],
         path,
         config,
         attn_implementation,
-        "for token classification" if per_token else "for classification",
+        HEADS[kind][1],
         trust_remote_code=trust_remote_code,
         **({"ignore_mismatched_sizes": True} if new_head else {}),
         **options,

@@ -89,6 +89,17 @@ TASKS: dict[str, Task] = {
         measures=("lmtune.tasks.token_measures",),
         config="lmtune.tasks.token_classify_config:TokenClassifyConfig",
     ),
+    "qa": Task(
+        "lmtune.tasks.qa",
+        rows="qa",
+        metrics=("f1", "em", "loss"),
+        baselines=("base", "probe"),
+        scores=("qa",),
+        columns=("em", "f1"),
+        forgetting=("probe",),
+        measures=("lmtune.tasks.qa_measures",),
+        config="lmtune.tasks.qa_config:QaConfig",
+    ),
     "sft": Task(
         "lmtune.tasks.sft",
         rows="generative",

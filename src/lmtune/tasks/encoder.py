@@ -324,7 +324,7 @@ def open_run(run_dir: Path, labels: list[str], **head) -> tuple[RunConfig, objec
     folder = run_dir / "model"
     info = model_info(run_dir)
     trusted = config.model.trust_remote_code
-    tokenizer = load_tokenizer(folder, trusted, words=bool(head.get("per_token")))
+    tokenizer = load_tokenizer(folder, trusted, words=head.get("kind") == "token")
     if info["adapter"]:
         model = load_weights(base_model(info, config, labels, tokenizer, **head), folder)
     else:

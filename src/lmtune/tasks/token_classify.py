@@ -40,7 +40,7 @@ from lmtune.tasks.contract import Predictor, TrainResult
 from lmtune.tasks.encoder import Rows
 from lmtune.train import fit
 
-HEAD = {"per_token": True}
+HEAD = {"kind": "token"}
 
 
 @dataclass(kw_only=True)
