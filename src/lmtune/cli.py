@@ -192,9 +192,20 @@ def cmd_predict(args) -> int:
         texts += [line.strip() for line in lines if line.strip()]
     if not texts:
         raise LmtuneError("predict: give texts as arguments or --file FILE (one text per line)")
+    if args.context is not None:  # a qa run: every question is asked about this context
+        context = args.context
+        if context.startswith("@"):
+            path = Path(context[1:])
+            if not path.is_file():
+                raise LmtuneError(f"--context: '{path}' does not exist")
+            context = path.read_text(encoding="utf-8")
+        texts = [(text, context) for text in texts]
     for result in Predictor.open(run_dir).predict(texts):
         if args.json:
             print(json.dumps(result, ensure_ascii=False))
+        elif "question" in result:  # qa: the answer, its place in the context and score, then the question
+            where = f"{result['start']}:{result['end']}" if result["answer"] else "-"
+            print(f"{result['answer'] or '(no answer)'}\t{result['score']:.3f}\t{where}\t{result['question']}")
         elif "entities" in result:  # token classification: the text, then each entity on its own line
             print(result["text"])
             for entity in result["entities"]:
@@ -356,6 +367,11 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--file", help="one text (or prompt, or tab-separated pair) per line")
     predict.add_argument(
         "--json", action="store_true", help="one JSON object per text, with all class scores"
+    )
+    predict.add_argument(
+        "--context",
+        help="qa runs: the context every question is asked about (text, or @FILE); without it each "
+        "text is 'question<TAB>context'",
     )
     predict.set_defaults(func=cmd_predict)
 

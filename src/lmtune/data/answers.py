@@ -8,9 +8,11 @@ check compares and what keeps a context's questions in one split — and its `te
 
 The answers must survive the text steps (cleaning, PII scrubbing), which change the context and with it
 every offset. So each answer's two ends are marked in the context with private-use characters before
-the steps run and read off after (`settle`): the offsets follow whatever the steps did, and an answer
-whose span the steps removed (scrubbed private data) is gone; a question that loses all its answers is
-dropped and counted.
+the steps run and read off after (`settle`): the offsets follow whatever the steps did (an answer that
+is private data becomes its placeholder, as the context does), and an answer the steps removed entirely
+(markup) is gone; a question that loses all its answers is dropped and counted. Known limit: an answer
+boundary that falls inside a piece of private data (an answer that is part of an e-mail address) splits
+it with a mark, which can hide it from the detectors.
 """
 
 from __future__ import annotations
