@@ -205,7 +205,9 @@ def cmd_predict(args) -> int:
             print(json.dumps(result, ensure_ascii=False))
         elif "question" in result:  # qa: the answer, its place in the context and score, then the question
             where = f"{result['start']}:{result['end']}" if result["answer"] else "-"
-            print(f"{result['answer'] or '(no answer)'}\t{result['score']:.3f}\t{where}\t{result['question']}")
+            print(
+                f"{result['answer'] or '(no answer)'}\t{result['score']:.3f}\t{where}\t{result['question']}"
+            )
         elif "entities" in result:  # token classification: the text, then each entity on its own line
             print(result["text"])
             for entity in result["entities"]:

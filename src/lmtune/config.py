@@ -424,19 +424,7 @@ class ReferenceConfig(Section):
     text_column: str | None = Field(None, description="default: the bundled dataset's, else 'text'")
     label_column: str | None = Field(None, description="probe: default the bundled dataset's, else 'label'")
     separator: str | None = Field(None, description="one character, or 'tab'; default from the file suffix")
-    columns: list[str] | None = Field(
-        None, description="column names of a delimited file without a header (or of a CoNLL file's columns)"
-    )
-    tag_column: int | str = Field(
-        -1,
-        description="token_classify, CoNLL files: the tag column, by index (negative counts from the end; "
-        "the token is column 0) or by a name in data.columns",
-    )
-    tag_scheme: Literal["IOB1", "IOB2", "BIOES"] = Field(
-        "IOB2",
-        description="token_classify: the scheme of the tags as given; every scheme is brought to IOB2 "
-        "(the entities unchanged), and an IOB2 I- that continues no chunk is read as B-, as seqeval does",
-    )
+    columns: list[str] | None = Field(None, description="column names of a delimited file without a header")
     max_rows: int = Field(500, ge=2, description="a seeded sample of this many rows keeps the check cheap")
     threshold: float = Field(
         0.10,

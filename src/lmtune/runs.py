@@ -344,7 +344,7 @@ def check_model_folder(folder: Path, task: str) -> None:
         missing.append(own)
     if missing:
         raise _damaged(meta_path, f"missing key '{missing[0]}'")
-    if rows == "labelled":
+    if rows in ("labelled", "tokens"):  # models with named outputs: classes, tags
         labels_path = folder / "labels.json"
         try:
             labels = json.loads(labels_path.read_text(encoding="utf-8"))

@@ -119,16 +119,15 @@ def train(
     `callbacks`: extra TrainerCallbacks (a search prunes trials through one)."""
     if isinstance(prepared, multilabel.Prepared):
         return multilabel.train(config, prepared, run_dir, resume, callbacks)
-    components.begin(config, run_dir, resume)
-    encoder.save_splits(prepared.saved, run_dir / "data")
+    encoder.begin(config, run_dir, prepared, resume)
     labels = prepared.labels
     label2id = {label: i for i, label in enumerate(labels)}
     tokenizer, model = prepared.tokenizer, prepared.model
-    outputs: dict[str, dict] = {}
-    if "base" in config.evaluation.baselines:
-        outputs["base"] = infer(config, model, tokenizer, prepared.test, "base: test")
-    if "probe" in config.evaluation.baselines:
-        outputs["probe"] = linear_probe(config, model, prepared, label2id)
+    outputs = encoder.baselines(
+        config,
+        base=lambda: infer(config, model, tokenizer, prepared.test, "base: test"),
+        probe=lambda: linear_probe(config, model, prepared, label2id),
+    )
     before = checks.measure(config, model, tokenizer, prepared.references)  # the untuned body
 
     model, params = components.adapt(config, model)
@@ -154,7 +153,7 @@ def train(
     block = prediction_block(prepared.test, labels, outputs)
     results = scores_of(config, block, labels)
     predictions.save(run_dir, {"classify": block}, labels)
-    _save_model(config, prepared.model_path, model, tokenizer, labels, run_dir / "model")
+    encoder.save_model(config, prepared.model_path, model, tokenizer, run_dir / "model", labels)
 
     return encoder.finish(
         config,
@@ -178,11 +177,6 @@ def _class_weights(rows: Rows, labels: list[str]) -> list[float] | None:
         return None
     by_label = dict(zip(rows.labels, rows.weights, strict=True))
     return [by_label[label] for label in labels]
-
-
-def _save_model(config: RunConfig, base_path, model, tokenizer, labels: list[str], folder: Path) -> None:
-    encoder.save_model(config, base_path, model, tokenizer, folder)
-    (folder / "labels.json").write_text(json.dumps(labels, ensure_ascii=False))
 
 
 # --------------------------------------------------------------------------- using a run

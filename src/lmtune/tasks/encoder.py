@@ -298,6 +298,18 @@ def _facts(
 # ------------------------------------------------------------------------------- run files
 
 
+def begin(config: RunConfig, run_dir: Path, prepared: Prepared, resume: bool) -> None:
+    """The run directory started (components.begin) and the prepared splits saved in its data/ folder."""
+    components.begin(config, run_dir, resume)
+    save_splits(prepared.saved, run_dir / "data")
+
+
+def baselines(config: RunConfig, **make: Callable[[], dict]) -> dict[str, dict]:
+    """The test outputs of the baselines evaluation.baselines asks for, each made by its function (base,
+    probe), in the order given."""
+    return {name: fn() for name, fn in make.items() if name in config.evaluation.baselines}
+
+
 def save_splits(saved: dict, folder: Path) -> None:
     """The prepared rows of each split, as JSONL in the run's data/ folder."""
     folder.mkdir(exist_ok=True)
@@ -305,13 +317,18 @@ def save_splits(saved: dict, folder: Path) -> None:
         write_jsonl(rows, folder / f"{name}.jsonl")
 
 
-def save_model(config: RunConfig, base_path, model, tokenizer, folder: Path, **meta) -> None:
-    """Weights (or adapter), tokenizer and lmtune_model.json (with the task's own `meta`)."""
+def save_model(
+    config: RunConfig, base_path, model, tokenizer, folder: Path, labels: list[str] | None = None, **meta
+) -> None:
+    """Weights (or adapter), tokenizer, lmtune_model.json (with the task's own `meta`) and, for a model
+    with named outputs, labels.json (their names in id order)."""
     save_weights(model, folder)
     tokenizer.save_pretrained(folder)
     (folder / "lmtune_model.json").write_text(
         json.dumps(model_meta(config, base_path, folder, **meta), indent=2, ensure_ascii=False)
     )
+    if labels is not None:
+        (folder / "labels.json").write_text(json.dumps(labels, ensure_ascii=False))
 
 
 def model_info(run_dir: Path) -> dict:

@@ -158,8 +158,7 @@ def train(
     config: RunConfig, prepared: Prepared, run_dir: Path, resume: bool = False, callbacks: tuple = ()
 ) -> TrainResult:
     """Baselines, fine-tune, tune thresholds on validation, test, save model + metrics + report."""
-    components.begin(config, run_dir, resume)
-    encoder.save_splits(prepared.saved, run_dir / "data")
+    encoder.begin(config, run_dir, prepared, resume)
     labels, tokenizer, model = prepared.labels, prepared.tokenizer, prepared.model
     k = len(labels)
     outputs: dict[str, dict] = {}
@@ -202,11 +201,16 @@ def train(
     by_label = {name: dict(zip(labels, map(float, t), strict=True)) for name, t in thresholds.items()}
     results = scores_of(config, block, labels, by_label)
     predictions.save(run_dir, {"multilabel": block}, labels)
-    folder = run_dir / "model"
     encoder.save_model(
-        config, prepared.model_path, model, tokenizer, folder, multi_label=True, thresholds=by_label["tuned"]
+        config,
+        prepared.model_path,
+        model,
+        tokenizer,
+        run_dir / "model",
+        labels,
+        multi_label=True,
+        thresholds=by_label["tuned"],
     )
-    (folder / "labels.json").write_text(json.dumps(labels, ensure_ascii=False))
     return encoder.finish(
         config,
         run_dir,

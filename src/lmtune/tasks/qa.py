@@ -268,17 +268,16 @@ def train(
     config: RunConfig, prepared: Prepared, run_dir: Path, resume: bool = False, callbacks: tuple = ()
 ) -> TrainResult:
     """Baselines, fine-tune, test, save model + metrics + report into run_dir; return metrics."""
-    components.begin(config, run_dir, resume)
-    encoder.save_splits(prepared.saved, run_dir / "data")
+    encoder.begin(config, run_dir, prepared, resume)
     tokenizer, model, unanswerable = prepared.tokenizer, prepared.model, prepared.unanswerable
     train_golds, validation_golds = answers_of(prepared.train), answers_of(prepared.validation)
     train_windows = of_rows(config, tokenizer, prepared.train)
     validation_windows = of_rows(config, tokenizer, prepared.validation)
-    outputs: dict[str, dict] = {}
-    if "base" in config.evaluation.baselines:
-        outputs["base"] = infer(config, model, tokenizer, prepared.test, unanswerable, "base: test")
-    if "probe" in config.evaluation.baselines:
-        outputs["probe"] = linear_probe(config, model, prepared, train_windows, train_golds)
+    outputs = encoder.baselines(
+        config,
+        base=lambda: infer(config, model, tokenizer, prepared.test, unanswerable, "base: test"),
+        probe=lambda: linear_probe(config, model, prepared, train_windows, train_golds),
+    )
     before = checks.measure(config, model, tokenizer, prepared.references)
 
     model, params = components.adapt(config, model)

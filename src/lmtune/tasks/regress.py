@@ -128,14 +128,13 @@ def train(
     config: RunConfig, prepared: Prepared, run_dir: Path, resume: bool = False, callbacks: tuple = ()
 ) -> TrainResult:
     """Baselines, fine-tune, test, save model + metrics + report into run_dir; return metrics."""
-    components.begin(config, run_dir, resume)
-    encoder.save_splits(prepared.saved, run_dir / "data")
+    encoder.begin(config, run_dir, prepared, resume)
     target, tokenizer, model = prepared.target, prepared.tokenizer, prepared.model
-    outputs: dict[str, dict] = {}
-    if "base" in config.evaluation.baselines:
-        outputs["base"] = infer(config, model, tokenizer, prepared.test, target, "base: test")
-    if "probe" in config.evaluation.baselines:
-        outputs["probe"] = ridge_probe(config, model, prepared)
+    outputs = encoder.baselines(
+        config,
+        base=lambda: infer(config, model, tokenizer, prepared.test, target, "base: test"),
+        probe=lambda: ridge_probe(config, model, prepared),
+    )
     before = checks.measure(config, model, tokenizer, prepared.references)
 
     model, params = components.adapt(config, model)

@@ -28,7 +28,7 @@ from transformers import DataCollatorForTokenClassification
 
 from lmtune.config import RunConfig, load_config
 from lmtune.data.tags import entities
-from lmtune.data.tokens import align, words_of
+from lmtune.data.tokens import IGNORE, align, words_of
 from lmtune.errors import LmtuneError
 from lmtune.evaluate import checks, predictions
 from lmtune.evaluate.metrics import score
@@ -86,9 +86,10 @@ def _aligned(rows: Rows, label2id: dict[str, int], every: bool):
     tag the model does not know (a validation type unseen in training) is ignored in the loss."""
     sentences = tags_of(rows)
 
+    ids = {tag: label2id.get(tag, IGNORE) for tags in sentences for tag in tags}
+    ids.update(label2id)  # align's I- of a B- tag (label_subwords: all) is always among the labels
+
     def targets(encoded) -> list[list[int]]:
-        known = {**dict.fromkeys(t for tags in sentences for t in tags), **label2id}
-        ids = {tag: label2id.get(tag, -100) for tag in known}
         return [align(encoded.word_ids(i), tags, ids, every) for i, tags in enumerate(sentences)]
 
     return targets
@@ -197,15 +198,14 @@ def train(
     config: RunConfig, prepared: Prepared, run_dir: Path, resume: bool = False, callbacks: tuple = ()
 ) -> TrainResult:
     """Baselines, fine-tune, test, save model + metrics + report into run_dir; return metrics."""
-    components.begin(config, run_dir, resume)
-    encoder.save_splits(prepared.saved, run_dir / "data")
+    encoder.begin(config, run_dir, prepared, resume)
     labels, tokenizer, model = prepared.labels, prepared.tokenizer, prepared.model
     label2id = {label: i for i, label in enumerate(labels)}
-    outputs: dict[str, dict] = {}
-    if "base" in config.evaluation.baselines:
-        outputs["base"] = infer(config, model, tokenizer, prepared.test, labels, "base: test")
-    if "probe" in config.evaluation.baselines:
-        outputs["probe"] = word_probe(config, model, prepared)
+    outputs = encoder.baselines(
+        config,
+        base=lambda: infer(config, model, tokenizer, prepared.test, labels, "base: test"),
+        probe=lambda: word_probe(config, model, prepared),
+    )
     before = checks.measure(config, model, tokenizer, prepared.references)
 
     model, params = components.adapt(config, model)
@@ -232,7 +232,7 @@ def train(
     block = prediction_block(prepared.test, outputs)
     results = scores_of(config, block)
     predictions.save(run_dir, {"entities": block}, labels)
-    _save_model(config, prepared.model_path, model, tokenizer, labels, run_dir / "model")
+    encoder.save_model(config, prepared.model_path, model, tokenizer, run_dir / "model", labels)
 
     return encoder.finish(
         config,
@@ -250,11 +250,6 @@ def train(
             "tags": f"IOB2, {len(types)} entity types; sub-words labelled: {config.token_classify.label_subwords}"
         },
     )
-
-
-def _save_model(config: RunConfig, base_path, model, tokenizer, labels: list[str], folder: Path) -> None:
-    encoder.save_model(config, base_path, model, tokenizer, folder)
-    (folder / "labels.json").write_text(json.dumps(labels, ensure_ascii=False))
 
 
 # --------------------------------------------------------------------------- using a run
