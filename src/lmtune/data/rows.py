@@ -3,7 +3,9 @@ to an Arrow file a batch at a time (memory stays flat however large the input) a
 
 A row is one of the kinds in `KINDS`, made by one of the `READERS` (one per family of records: a task
 names its reader): a classification text (or sentence pair) with its label, a text (or pair) with a
-numeric target, a plain-text document, a conversation (its canonical messages as JSON), a preference pair
+numeric target, a sentence of tokens with their IOB2 tags (a JSON list), a question about a context (the
+context as the text, the question as text_pair, the answers as JSON), a plain-text document, a
+conversation (its canonical messages as JSON), a preference pair
 (a prompt's messages, a chosen and a rejected answer) or an unpaired preference (a prompt, one answer,
 label "true"/"false": desirable?). `label` holds the row's target as text, in the form its reader says (a
 class name, a number's decimal text, "true"/"false").
