@@ -393,14 +393,18 @@ def inputs_of(config: RunConfig, texts: list) -> Inputs:
     texts as its training rows were (data.text_separator)."""
     if not config.data.text_pair:
         return [t if isinstance(t, str) else config.data.text_separator.join(t) for t in texts]
+    columns = " + ".join(config.data.text_column)
+    return pairs_of(texts, f"this run reads sentence pairs ({columns}): give each as 'first<TAB>second'")
+
+
+def pairs_of(texts: list, how: str) -> list[tuple[str, str]]:
+    """Each item as a (first, second) pair: a 2-tuple, or a string 'first<TAB>second'; anything else is
+    an error saying `how` to give it."""
     pairs = []
     for i, text in enumerate(texts, 1):
         parts = tuple(text) if not isinstance(text, str) else tuple(text.split("\t", 1))
         if len(parts) != 2 or not all(isinstance(p, str) and p.strip() for p in parts):
-            raise LmtuneError(
-                f"text {i}: this run reads sentence pairs ({' + '.join(config.data.text_column)}): give each "
-                f"as 'first<TAB>second', got {str(text)[:60]!r}"
-            )
+            raise LmtuneError(f"text {i}: {how}, got {str(text)[:60]!r}")
         pairs.append(parts)
     return pairs
 

@@ -375,15 +375,8 @@ def predict(run_dir: Path, texts: list) -> list[dict]:
 
 
 def predict_with(run: Predictor, texts: list) -> list[dict]:
-    pairs = []
-    for i, item in enumerate(texts, 1):
-        parts = tuple(item) if not isinstance(item, str) else tuple(item.split("\t", 1))
-        if len(parts) != 2 or not all(isinstance(p, str) and p.strip() for p in parts):
-            raise LmtuneError(
-                f"text {i}: a qa run answers a question about a context: give 'question<TAB>context' "
-                f"(or --context), got {str(item)[:60]!r}"
-            )
-        pairs.append(parts)
+    how = "a qa run answers a question about a context: give 'question<TAB>context' (or --context)"
+    pairs = encoder.pairs_of(texts, how)
     questions, contexts = [q for q, _ in pairs], [c for _, c in pairs]
     w = windows(run.config, run.tokenizer, questions, contexts)
     logits = forward_encoded(run.config, run.model, run.tokenizer, w.features, span_logits_step, "predict")
