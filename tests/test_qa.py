@@ -351,3 +351,34 @@ def test_refusals_before_training(tiny_model_dir, squad_file, tmp_path):
     assert not (tmp_path / "runs").exists()
     rows = Rows(["a context"], ["[]"], ["x"], pairs=["a question"])
     assert qa.answers_of(rows) == [[]]
+
+
+def test_a_search_maximises_f1(tiny_model_dir, squad_file, tmp_path):
+    import optuna
+    import yaml
+
+    raw = tiny_config(
+        tiny_model_dir("bert"), squad_file, tmp_path / "runs", training={"max_steps": 6, "eval_every": 3}
+    )
+    raw.update(task="qa", evaluation={"baselines": []}, qa={"doc_stride": 16})
+    raw["model"]["max_length"] = 48
+    raw["data"]["split"] = {"method": "hash"}
+    raw["output"]["name"] = "search"
+    raw["search"] = {
+        "sampler": "grid",
+        "pruning": "none",
+        "seed": 0,
+        "space": {"training.learning_rate": {"type": "categorical", "choices": [1e-3, 1e-2]}},
+    }
+    path = tmp_path / "search.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    assert main(["tune", str(path)]) == 0
+    study = optuna.load_study(
+        study_name="search", storage=f"sqlite:///{tmp_path / 'runs' / 'search' / 'study.db'}"
+    )
+    assert study.direction == optuna.study.StudyDirection.MAXIMIZE and len(study.trials) == 2
+    for trial in study.trials:
+        folder = tmp_path / "runs" / "search" / "trials" / f"trial-{trial.number:04d}"
+        assert json.loads((folder / "metrics.json").read_text())["best_validation"] == pytest.approx(
+            trial.value
+        )

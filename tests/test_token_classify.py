@@ -362,3 +362,32 @@ def test_merged_export_tags_the_same_in_plain_transformers(ner_runs, tmp_path):
     plain = [model.config.id2label[ids[p]] for p in firsts]
     assert plain == Predictor.open(run_dir).predict([" ".join(words)])[0]["tags"]
     assert model.config.id2label[0] == "O" and len(model.config.id2label) == 5
+
+
+def test_a_search_maximises_entity_f1(tiny_model_dir, ner_conll, tmp_path):
+    import optuna
+
+    raw = tiny_config(
+        tiny_model_dir("bert"), ner_conll, tmp_path / "runs", training={"max_steps": 6, "eval_every": 3}
+    )
+    raw.update(task="token_classify", evaluation={"baselines": []})
+    raw["data"]["split"] = {"method": "hash"}
+    raw["output"]["name"] = "search"
+    space = {"training.learning_rate": {"type": "categorical", "choices": [1e-3, 1e-2]}}
+    raw["search"] = {"sampler": "grid", "pruning": "none", "seed": 0, "space": space}
+    path = tmp_path / "search.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    assert main(["tune", str(path)]) == 0
+    study = optuna.load_study(
+        study_name="search", storage=f"sqlite:///{tmp_path / 'runs' / 'search' / 'study.db'}"
+    )
+    assert study.direction == optuna.study.StudyDirection.MAXIMIZE and len(study.trials) == 2
+    for trial in study.trials:
+        folder = tmp_path / "runs" / "search" / "trials" / f"trial-{trial.number:04d}"
+        assert json.loads((folder / "metrics.json").read_text())["best_validation"] == pytest.approx(
+            trial.value
+        )
+    assert (
+        json.loads((tmp_path / "runs" / "search" / "search.json").read_text())["best"]["trial"]
+        == study.best_trial.number
+    )
