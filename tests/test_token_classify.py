@@ -128,6 +128,11 @@ def test_conll_through_the_pipeline_docstart_tag_column_and_report(tmp_path):
     assert got[0]["where"].startswith(f"{path}:3")  # the -DOCSTART- line and its blank are not a sentence
     stats = prepared.report["splits"]["train"]
     assert set(stats["labels"]) == {"PER", "LOC"} and stats["labels"]["PER"] == len(prepared.splits["train"])
+    assert not prepared.report["repaired"]
+    stray = write_conll(tmp_path / "stray.conll", [(["in", "Paris"], ["O", "I-LOC"]), *rows])
+    repaired = prepare_data(_data_config(stray), "tokens")
+    assert sum(repaired.report["repaired"].values()) == 1  # the I-LOC after O, read as B-LOC
+    assert any(json.loads(r["label"]) == ["O", "B-LOC"] for s in repaired.splits.values() for r in s)
     # the tag column by name, from data.columns (a .txt file read as CoNLL with data.format)
     txt = tmp_path / "ner.txt"
     txt.write_text(path.read_text())

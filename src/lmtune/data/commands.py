@@ -81,6 +81,8 @@ def summary(report: dict, kind: str) -> str:
             lines.append(f"  … {bad['count'] - 10} more (all listed in the JSON report, up to 1000)")
     if report["filtered"]:
         lines.append("filtered: " + ", ".join(f"{k} {n}" for k, n in report["filtered"].items()))
+    if report.get("repaired"):
+        lines.append("repaired: " + ", ".join(f"{k} {n}" for k, n in report["repaired"].items()))
     for split, kinds in report["duplicates"].items():
         for name, d in kinds.items():
             lines.append(f"{name} duplicates removed ({split}): {d['removed']}")

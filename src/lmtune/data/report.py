@@ -34,6 +34,7 @@ class DataReport:
             "steps": [],
             "bad_rows": {"count": 0, "by_kind": Counter(), "by_split": Counter(), "listed": []},
             "filtered": Counter(),
+            "repaired": Counter(),  # what readers mended in kept rows (stray I- tags)
             "duplicates": {},
             "pii": {"action": d.pii.action, "types": d.pii.types, "hits": Counter(), "texts": 0},
             "splits": {},
@@ -89,6 +90,7 @@ class DataReport:
             valid = out
         self.step("hash", valid, rows_out, tally.seconds["hash"], split)
         self.data["filtered"].update(tally.reasons)
+        self.data["repaired"].update(tally.repairs)
         self.data["pii"]["hits"].update(tally.pii)
         self.data["pii"]["texts"] += tally.pii_texts
 
@@ -413,6 +415,8 @@ def data_sections(report: dict) -> list[tuple[str, str]]:
             banner + warnings + table(["step", "split", "rows in", "rows out", "removed", "seconds"], steps),
         )
     )
+    if repaired := report.get("repaired"):
+        sections.append(("Data: repaired", table(["what", "count"], [[k, n] for k, n in repaired.items()])))
     bad = report["bad_rows"]
     if bad["count"] or report["filtered"]:
         body = f"<p>{bad['count']} bad rows (data.on_error = {report['on_error']}).</p>"

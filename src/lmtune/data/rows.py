@@ -79,6 +79,8 @@ class Spec:
     text_separator: str = " "
     label_separator: str = ","  # splits a multi-label string
     tag_scheme: str = "IOB2"  # the scheme of token tags as given (data.tag_scheme)
+    # what a reader mended in the rows it converted, by kind (token tags: stray I- read as B-): reported
+    repairs: Counter = field(default_factory=Counter)
 
 
 @dataclass
@@ -105,6 +107,7 @@ class Tally:
     pii_texts: int = 0
     seconds: Counter = field(default_factory=Counter)
     sources: list = field(default_factory=list)
+    repairs: Counter = field(default_factory=Counter)  # Spec.repairs of the rows this pass converted
 
 
 def key_text(text: str | None, messages: list[dict] | None, extra: dict | None = None) -> str:
@@ -195,6 +198,9 @@ def _numeric(record: dict, where: str, spec: Spec, fmt: str) -> tuple:
     return text, None, repr(value), group, pair
 
 
+REPAIRED_TAGS = "stray I- tags read as B- (an I- that continues no chunk; data.tag_scheme IOB2)"
+
+
 def _tokens(record: dict, where: str, spec: Spec, fmt: str) -> tuple:
     """A sentence of tokens (a CoNLL sentence, a tokens + tags record, or a text with entity spans cut
     into words): its tokens joined by single spaces as the text, its IOB2 tags as a JSON list."""
@@ -203,6 +209,8 @@ def _tokens(record: dict, where: str, spec: Spec, fmt: str) -> tuple:
         sentence = tokens.from_spans(record, where)
     else:
         sentence = tokens.from_tokens(record, where, spec.tag_scheme)
+        if sentence.repaired:
+            spec.repairs[REPAIRED_TAGS] += sentence.repaired
     group = formats.group_of(record, spec.group_column)
     formats.text_only(*sentence.tokens, *sentence.tags, group)
     return " ".join(sentence.tokens), None, json.dumps(sentence.tags), group, None
@@ -468,6 +476,7 @@ def read_split(
             writer.write_batch(pa.RecordBatch.from_pydict(columns, schema=SCHEMA))
             bar.update(len(chunk))
             faults.point("data.batch")
+    tally.repairs = spec.repairs
     return Dataset.from_file(str(out), in_memory=False), fmt, tally
 
 
