@@ -89,9 +89,14 @@ def logits_step(model, batch):
     return model(**batch).logits
 
 
-def mean_pooled_step(model, batch):
+def last_hidden(model, batch):
+    """The body's last hidden state (the head, and a peft wrapper, skipped): what the probes read."""
     body = model.get_base_model() if hasattr(model, "get_base_model") else model
-    hidden = getattr(body, body.base_model_prefix)(**batch).last_hidden_state
+    return getattr(body, body.base_model_prefix)(**batch).last_hidden_state
+
+
+def mean_pooled_step(model, batch):
+    hidden = last_hidden(model, batch)
     mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
     return (hidden * mask).sum(1) / mask.sum(1).clamp(min=1)
 
@@ -109,8 +114,7 @@ def word_logits_step(model, batch):
 
 def word_hidden_step(model, batch):
     """Each row's last hidden state at its words' first sub-words: (words kept, hidden) per row."""
-    body = model.get_base_model() if hasattr(model, "get_base_model") else model
-    hidden = getattr(body, body.base_model_prefix)(**batch).last_hidden_state
+    hidden = last_hidden(model, batch)
     return [hidden[i, first_subwords(batch.word_ids(i))] for i in range(len(hidden))]
 
 
@@ -141,7 +145,6 @@ def span_logits_step(model, batch):
 
 def hidden_step(model, batch):
     """Each row's last hidden state over its real tokens."""
-    body = model.get_base_model() if hasattr(model, "get_base_model") else model
-    hidden = getattr(body, body.base_model_prefix)(**batch).last_hidden_state
+    hidden = last_hidden(model, batch)
     mask = batch["attention_mask"].bool()
     return [hidden[i][mask[i]] for i in range(len(hidden))]

@@ -189,14 +189,14 @@ def best_answers(
     return out
 
 
-def infer(config: RunConfig, model, tokenizer, rows: Rows, unanswerable: bool, desc: str) -> dict:
-    """The model's answer to each question."""
-    w = of_rows(config, tokenizer, rows)
+def infer(config: RunConfig, model, tokenizer, rows: Rows, w: Windows, unanswerable: bool, desc: str) -> dict:
+    """The model's answer to each question of `rows`, read in its windows `w` (of_rows: made once per
+    split, whichever models answer)."""
     logits = forward_encoded(config, model, tokenizer, w.features, span_logits_step, desc)
     return {"answer": [a for a, _, _, _ in best_answers(config, w, logits, rows.texts, unanswerable)]}
 
 
-def linear_probe(config: RunConfig, model, prepared: Prepared, w: Windows, golds) -> dict:
+def linear_probe(config: RunConfig, model, prepared: Prepared, w: Windows, golds, test: Windows) -> dict:
     """Linear start and end heads trained (Adam, cross-entropy over each window's positions) on the frozen
     body's hidden states of qa.probe_windows training windows, then used as the head of a copy of the
     body: its test answers."""
@@ -226,7 +226,7 @@ def linear_probe(config: RunConfig, model, prepared: Prepared, w: Windows, golds
     with torch.no_grad():
         probe.qa_outputs.weight.copy_(head.weight)
         probe.qa_outputs.bias.copy_(head.bias)
-    return infer(config, probe, tokenizer, prepared.test, prepared.unanswerable, "probe: test")
+    return infer(config, probe, tokenizer, prepared.test, test, prepared.unanswerable, "probe: test")
 
 
 def prediction_block(rows: Rows, outputs: dict[str, dict]) -> dict:
@@ -273,10 +273,11 @@ def train(
     train_golds, validation_golds = answers_of(prepared.train), answers_of(prepared.validation)
     train_windows = of_rows(config, tokenizer, prepared.train)
     validation_windows = of_rows(config, tokenizer, prepared.validation)
+    test, test_windows = prepared.test, of_rows(config, tokenizer, prepared.test)
     outputs = encoder.baselines(
         config,
-        base=lambda: infer(config, model, tokenizer, prepared.test, unanswerable, "base: test"),
-        probe=lambda: linear_probe(config, model, prepared, train_windows, train_golds),
+        base=lambda: infer(config, model, tokenizer, test, test_windows, unanswerable, "base: test"),
+        probe=lambda: linear_probe(config, model, prepared, train_windows, train_golds, test_windows),
     )
     before = checks.measure(config, model, tokenizer, prepared.references)
 
@@ -311,7 +312,7 @@ def train(
     history = fit(trainer, run_dir, resume)
     model = trainer.model
 
-    outputs["tuned"] = infer(config, model, tokenizer, prepared.test, unanswerable, "tuned: test")
+    outputs["tuned"] = infer(config, model, tokenizer, test, test_windows, unanswerable, "tuned: test")
     audits = checks.compare(config, model, tokenizer, prepared.references, before)
     block = prediction_block(prepared.test, outputs)
     results = scores_of(config, block)
@@ -361,10 +362,11 @@ def predictions_on(run_dir: Path, data: str | None = None, *, base: bool = False
     run = load(run_dir)
     config, tokenizer, unanswerable = run.config, run.tokenizer, bool(run.info.get("unanswerable"))
     rows = encoder.rows_to_score(run_dir, config, tokenizer, data, "qa", reader)
-    outputs = {"tuned": infer(config, run.model, tokenizer, rows, unanswerable, "eval")}
+    w = of_rows(config, tokenizer, rows)
+    outputs = {"tuned": infer(config, run.model, tokenizer, rows, w, unanswerable, "eval")}
     if base:
         untuned = encoder.base_model(run.info, config, LABELS, tokenizer, **HEAD)
-        outputs = {"base": infer(config, untuned, tokenizer, rows, unanswerable, "base"), **outputs}
+        outputs = {"base": infer(config, untuned, tokenizer, rows, w, unanswerable, "base"), **outputs}
     return {"labels": None, "kinds": {"qa": prediction_block(rows, outputs)}}
 
 
